@@ -1,0 +1,47 @@
+# taskd — `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= config/dev.yaml
+PYTEST_ARGS ?=
+
+help: ## Show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/taskd: pyproject.toml
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/taskd ## Create .venv and install taskd with its dev tools
+
+run: install ## Start the whole system locally (api, worker, promoter) with config/dev.yaml
+	@$(BIN)/taskd check --config $(CONFIG)
+	@$(BIN)/taskd migrate --config $(CONFIG)
+	@TOKEN=$$($(BIN)/taskd token --config $(CONFIG) --sub dev); \
+	echo; echo "taskd API:  http://127.0.0.1:8080  (OpenAPI: /openapi.json, docs: /docs)"; \
+	echo "dev token:  $$TOKEN"; echo; \
+	echo "try:"; \
+	echo "  curl -s -X POST http://127.0.0.1:8080/v1/tasks -H \"Authorization: Bearer $$TOKEN\" \\"; \
+	echo "       -H 'Content-Type: application/json' -d '{\"type\": \"demo.echo\", \"payload\": {\"hello\": \"world\"}}'"; \
+	echo "  curl -s http://127.0.0.1:8080/v1/tasks/<id>?wait=5 -H \"Authorization: Bearer $$TOKEN\""; \
+	echo
+	exec $(BIN)/taskd --role all --config $(CONFIG)
+
+test: install ## Run the whole test suite against local Postgres and Redis
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+lint: install ## ruff (lint and format check)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+type: install ## mypy --strict
+	$(BIN)/mypy
+
+bench: install ## Benchmarks that print their figures
+	$(BIN)/python -m bench.throughput
+
+.PHONY: help install run test lint type bench

@@ -1,0 +1,216 @@
+"""The ``taskd`` sub-commands other than running roles."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import aiohttp
+
+from taskd.config import Settings, load_settings
+from taskd.errors import DependencyUnavailable
+
+Runner = Callable[[Coroutine[Any, Any, Any]], Any]
+
+
+def dispatch(name: str, argv: Sequence[str], run: Runner) -> int:
+    parser = argparse.ArgumentParser(prog=f"taskd {name}")
+    parser.add_argument("--config", help="YAML settings file (default: $TASKD_CONFIG)")
+    setup, action = COMMANDS[name]
+    setup(parser)
+    args = parser.parse_args(argv)
+    settings = load_settings(args.config)
+    return int(run(action(settings, args)))
+
+
+def _migrate_args(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+async def migrate(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncpg
+
+    from taskd.store.migrate import migrate as apply
+    from taskd.store.pool import CONNECTION_ERRORS
+
+    try:
+        conn = await asyncpg.connect(
+            settings.database.url, timeout=settings.database.connect_timeout
+        )
+    except CONNECTION_ERRORS as e:
+        raise DependencyUnavailable(
+            f"PostgreSQL at {_safe(settings.database.url)} is unreachable: {e}"
+        ) from e
+    except asyncpg.InvalidCatalogNameError:
+        await _create_database(settings.database.url)
+        conn = await asyncpg.connect(settings.database.url)
+    try:
+        applied = await apply(conn)
+    finally:
+        await conn.close()
+    print(f"migrations applied: {applied or 'none (up to date)'}")
+    return 0
+
+
+async def _create_database(url: str) -> None:
+    """A fresh machine has no ``taskd`` database yet: create it (local convenience)."""
+    import asyncpg
+
+    base, _, name = url.rpartition("/")
+    name = name.split("?")[0]
+    conn = await asyncpg.connect(f"{base}/postgres")
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+def _safe(url: str) -> str:
+    """The URL without its password."""
+    head, at, tail = url.rpartition("@")
+    if not at:
+        return url
+    scheme, _, creds = head.partition("://")
+    return f"{scheme}://{creds.split(':')[0]}@{tail}"
+
+
+def _check_args(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+async def check(settings: Settings, args: argparse.Namespace) -> int:
+    """Preflight for `make run`: say which dependency is down and how to start it."""
+    import asyncpg
+
+    from taskd.cli import START_HINTS
+    from taskd.queue.client import RedisQueue
+    from taskd.store.pool import CONNECTION_ERRORS
+
+    ok = True
+    try:
+        conn = await asyncpg.connect(settings.database.url, timeout=3)
+        await conn.close()
+    except asyncpg.InvalidCatalogNameError:
+        pass  # migrate creates it
+    except CONNECTION_ERRORS as e:
+        print(
+            f"PostgreSQL at {_safe(settings.database.url)} is unreachable ({e}).\n  "
+            f"{START_HINTS['postgres']}",
+            file=sys.stderr,
+        )
+        ok = False
+    queue = RedisQueue.from_url(settings.redis.url, connect_timeout=3, socket_timeout=3)
+    try:
+        await queue.ping()
+    except DependencyUnavailable as e:
+        print(
+            f"Redis at {_safe(settings.redis.url)} is unreachable ({e}).\n  {START_HINTS['redis']}",
+            file=sys.stderr,
+        )
+        ok = False
+    finally:
+        await queue.close()
+    return 0 if ok else 3
+
+
+def _token_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sub", default="dev", help="subject (caller)")
+    p.add_argument("--tenant", help="tenant (default: the subject)")
+    p.add_argument("--scope", default="tasks:read tasks:write", help="space-separated scopes")
+    p.add_argument("--ttl", type=float, default=24 * 3600, help="lifetime in seconds")
+
+
+async def token(settings: Settings, args: argparse.Namespace) -> int:
+    from taskd.api.auth import mint_token
+
+    secret = settings.auth.jwt_secret
+    if not secret:
+        print("taskd token needs auth.jwt_secret (HS256) in the configuration", file=sys.stderr)
+        return 2
+    print(
+        mint_token(
+            secret,
+            args.sub,
+            tenant=args.tenant,
+            scopes=args.scope.split(),
+            ttl_seconds=args.ttl,
+            audience=settings.auth.audience or None,
+            issuer=settings.auth.issuer or None,
+        )
+    )
+    return 0
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--api", help="API base URL (default: from api.host/api.port)")
+    p.add_argument("--token", help="bearer token (default: $TASKD_TOKEN or a minted dev token)")
+
+
+def _submit_args(p: argparse.ArgumentParser) -> None:
+    _client_args(p)
+    p.add_argument("type", help="task type")
+    p.add_argument("--payload", default="{}", help="JSON payload")
+    p.add_argument("--queue", default="default")
+    p.add_argument("--priority", type=int, default=0)
+    p.add_argument("--delay", type=float)
+
+
+def _status_args(p: argparse.ArgumentParser) -> None:
+    _client_args(p)
+    p.add_argument("id", help="task id")
+    p.add_argument("--wait", type=float, default=0, help="long-poll up to this many seconds")
+
+
+async def _call(
+    settings: Settings, args: argparse.Namespace, method: str, path: str, body: Any = None
+) -> int:
+    import os
+
+    from taskd.api.auth import mint_token
+
+    base = args.api or f"http://{settings.api.host}:{settings.api.port}"
+    bearer = (
+        args.token
+        or os.environ.get("TASKD_TOKEN")
+        or (mint_token(settings.auth.jwt_secret, "cli") if settings.auth.jwt_secret else "")
+    )
+    headers = {"Authorization": f"Bearer {bearer}"}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, base + path, json=body, headers=headers) as resp,
+    ):
+        text = await resp.text()
+    try:
+        print(json.dumps(json.loads(text), indent=2))
+    except ValueError:
+        print(text)
+    return 0 if resp.status < 400 else 1
+
+
+async def submit(settings: Settings, args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {
+        "type": args.type,
+        "payload": json.loads(args.payload),
+        "queue": args.queue,
+        "priority": args.priority,
+    }
+    if args.delay is not None:
+        body["delay"] = args.delay
+    return await _call(settings, args, "POST", "/v1/tasks", body)
+
+
+async def status(settings: Settings, args: argparse.Namespace) -> int:
+    suffix = f"?wait={args.wait:g}" if args.wait else ""
+    return await _call(settings, args, "GET", f"/v1/tasks/{args.id}{suffix}")
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[..., Any]]] = {
+    "migrate": (_migrate_args, migrate),
+    "check": (_check_args, check),
+    "token": (_token_args, token),
+    "submit": (_submit_args, submit),
+    "status": (_status_args, status),
+}

@@ -1,0 +1,93 @@
+"""The settings model. Every field has a default that works for a local run."""
+
+from __future__ import annotations
+
+import msgspec
+
+from taskd.backoff import Backoff
+
+
+class DatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    url: str = "postgresql://postgres@127.0.0.1:5432/taskd"
+    min_connections: int = 2
+    max_connections: int = 20
+    connect_timeout: float = 5.0
+    statement_timeout: float = 30.0
+
+
+class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    url: str = "redis://127.0.0.1:6379/0"
+    socket_timeout: float = 5.0
+    connect_timeout: float = 2.0
+
+
+class ApiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 1024 * 1024
+    max_payload_bytes: int = 256 * 1024
+    retry_after_seconds: int = 2
+    max_wait_seconds: float = 60.0
+
+
+class AuthSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # HS256 with this secret is the local default; production sets algorithms and a key or JWKS.
+    jwt_secret: str = ""
+    algorithms: tuple[str, ...] = ("HS256",)
+    public_key: str = ""
+    jwks_url: str = ""
+    jwks_cache_seconds: float = 300.0
+    audience: str = ""
+    issuer: str = ""
+    leeway_seconds: float = 0.0
+
+
+class RetrySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    max_retries: int = 3
+    timeout: float = 300.0
+    backoff: Backoff = Backoff()
+
+
+class WorkerSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    concurrency: int = 100
+    queues: tuple[str, ...] = ("default",)
+    handlers: tuple[str, ...] = ()
+    lease_seconds: float = 30.0
+    lease_batch: int = 100
+    lease_loops: int = 2
+    idle_wait_seconds: float = 1.0
+    shutdown_grace_seconds: float = 30.0
+    flush_max_rows: int = 100
+    flush_interval_seconds: float = 0.002
+    id: str = ""
+
+
+class PromoterSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    interval_seconds: float = 1.0
+    batch_size: int = 500
+    reconcile_grace_seconds: float = 5.0
+    queues_refresh_seconds: float = 10.0
+
+
+class OpsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The /metrics, /healthz, /readyz server of roles other than api."""
+
+    host: str = "127.0.0.1"
+    port: int = 9464
+
+
+class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    level: str = "INFO"
+    json: bool = True
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    database: DatabaseSettings = DatabaseSettings()
+    redis: RedisSettings = RedisSettings()
+    api: ApiSettings = ApiSettings()
+    auth: AuthSettings = AuthSettings()
+    retry: RetrySettings = RetrySettings()
+    worker: WorkerSettings = WorkerSettings()
+    promoter: PromoterSettings = PromoterSettings()
+    ops: OpsSettings = OpsSettings()
+    log: LogSettings = LogSettings()

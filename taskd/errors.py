@@ -1,0 +1,53 @@
+"""The one exception tree of taskd.
+
+Adapters translate driver errors (asyncpg, redis-py, aiohttp) into these at the boundary
+(``raise ... from e``), so services and roles never catch a driver's exception type.
+"""
+
+from __future__ import annotations
+
+
+class TaskdError(Exception):
+    """A taskd operation failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (type(self).__doc__ or "").strip())
+
+
+class ConfigError(TaskdError):
+    """The configuration is invalid."""
+
+
+class DependencyUnavailable(TaskdError):
+    """A backing service (Postgres or Redis) cannot be reached."""
+
+
+class DatabaseUnavailable(DependencyUnavailable):
+    """PostgreSQL cannot be reached."""
+
+
+class QueueUnavailable(DependencyUnavailable):
+    """Redis cannot be reached."""
+
+
+class LeaseLost(TaskdError):
+    """The lease is held by another worker (or was reclaimed)."""
+
+
+class ScriptError(TaskdError):
+    """A Redis script returned an unexpected status."""
+
+
+class HandlerError(TaskdError):
+    """Handler registration or lookup failed."""
+
+
+class DuplicateHandler(HandlerError):
+    """Two handlers were registered under one task type."""
+
+
+class NonRetryableError(Exception):
+    """Raised by a handler: fail the task now, without further retries.
+
+    Deliberately not a TaskdError: handlers raise it, taskd never does.
+    """

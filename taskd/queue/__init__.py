@@ -1,0 +1,1 @@
+"""Redis: the scheduling index and the lease table (DESIGN §4)."""

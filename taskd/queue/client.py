@@ -1,0 +1,182 @@
+"""The queue adapter: typed calls over the Lua scripts, driver errors turned into taskd's."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from taskd.errors import QueueUnavailable, ScriptError
+from taskd.queue.keys import QueueKeys
+from taskd.queue.scripts import Scripts
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _translated(
+    fn: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    @wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            raise QueueUnavailable(f"Redis is unreachable: {e}") from e
+        except RedisError as e:
+            raise ScriptError(f"Redis error: {e}") from e
+
+    return wrapper
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueue:
+    id: str
+    priority: int
+    delay_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Requeue:
+    id: str
+    token: str
+    priority: int
+    delay_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Leased:
+    ids: list[str]
+    tokens: list[str]
+    wait_ms: int  # until the next delayed task is due; -1 when none
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    ready: int
+    delayed: int
+    active: int
+
+
+class RedisQueue:
+    """All queue operations of DESIGN §4. Every state change is one script call."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self._scripts = Scripts(client)
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, socket_timeout: float = 5.0, connect_timeout: float = 2.0
+    ) -> RedisQueue:
+        client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            health_check_interval=10,
+            decode_responses=True,
+        )
+        return cls(client)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    @_translated
+    async def ping(self) -> bool:
+        return bool(await self.client.ping())
+
+    @_translated
+    async def enqueue(self, queue: str, items: Sequence[Enqueue]) -> int:
+        if not items:
+            return 0
+        k = QueueKeys(queue)
+        args = list(itertools.chain.from_iterable((i.id, i.priority, i.delay_ms) for i in items))
+        keys = [k.ready, k.delayed, k.active, k.wake]
+        return int(await self._scripts.call("enqueue", keys, args))
+
+    @_translated
+    async def lease(self, queue: str, count: int, token_prefix: str, lease_ms: int) -> Leased:
+        k = QueueKeys(queue)
+        keys = [k.ready, k.delayed, k.active, k.wake]
+        args = [count, lease_ms, token_prefix, k.lease_prefix]
+        reply = await self._scripts.call("lease", keys, args)
+        ids = [str(i) for i in reply[1:]]
+        tokens = [f"{token_prefix}:{n}" for n in range(1, len(ids) + 1)]
+        return Leased(ids=ids, tokens=tokens, wait_ms=int(reply[0]))
+
+    @_translated
+    async def extend(self, queue: str, held: Sequence[tuple[str, str]], lease_ms: int) -> list[int]:
+        """Heartbeat. Codes per (id, token): 1 extended, 2 restored, 0 lost."""
+        if not held:
+            return []
+        k = QueueKeys(queue)
+        args: list[Any] = [lease_ms, k.lease_prefix, *itertools.chain.from_iterable(held)]
+        return [int(c) for c in await self._scripts.call("extend", [k.active], args)]
+
+    @_translated
+    async def ack(self, queue: str, held: Sequence[tuple[str, str]]) -> list[int]:
+        if not held:
+            return []
+        k = QueueKeys(queue)
+        args: list[Any] = [k.lease_prefix, *itertools.chain.from_iterable(held)]
+        return [int(c) for c in await self._scripts.call("ack", [k.active], args)]
+
+    @_translated
+    async def retry(self, queue: str, items: Sequence[Requeue]) -> list[int]:
+        """Re-queue held tasks after a delay; delay 0 releases a task that never started."""
+        if not items:
+            return []
+        k = QueueKeys(queue)
+        args: list[Any] = [k.lease_prefix]
+        for i in items:
+            args += [i.id, i.token, i.priority, i.delay_ms]
+        keys = [k.ready, k.delayed, k.active, k.wake]
+        return [int(c) for c in await self._scripts.call("retry", keys, args)]
+
+    @_translated
+    async def reap(self, queue: str, limit: int) -> list[tuple[str, str]]:
+        """Expired leases, removed from the active set, with the token each had."""
+        k = QueueKeys(queue)
+        flat = await self._scripts.call("reap", [k.active], [k.lease_prefix, limit])
+        return [(str(flat[i]), str(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    @_translated
+    async def wait(self, queue: str, seconds: float) -> bool:
+        """Block until the queue's wake-up marker arrives or ``seconds`` pass."""
+        key = QueueKeys(queue).wake
+        return await self.client.blpop([key], timeout=max(seconds, 0.001)) is not None
+
+    @_translated
+    async def held_leases(self, queue: str, ids: Sequence[str]) -> list[str | None]:
+        """The token of each id's lease, or None where no lease exists."""
+        if not ids:
+            return []
+        k = QueueKeys(queue)
+        found = await self.client.mget([k.lease(i) for i in ids])
+        return [None if v is None else str(v) for v in found]
+
+    @_translated
+    async def depth(self, queue: str) -> QueueDepth:
+        k = QueueKeys(queue)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.zcard(k.ready)
+            pipe.zcard(k.delayed)
+            pipe.zcard(k.active)
+            ready, delayed, active = await pipe.execute()
+        return QueueDepth(ready=int(ready), delayed=int(delayed), active=int(active))
+
+    @_translated
+    async def tracked(self, queue: str, task_id: str) -> str | None:
+        """Which set holds ``task_id`` (ready, delayed, active), or None. For tests and tools."""
+        k = QueueKeys(queue)
+        for name in ("ready", "delayed", "active"):
+            if await self.client.zscore(getattr(k, name), task_id) is not None:
+                return name
+        return None

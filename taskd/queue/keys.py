@@ -1,0 +1,41 @@
+"""Every Redis key taskd uses is built here, and each carries its queue's ``{q}`` hash tag so all
+keys of one queue live in one Redis Cluster slot and scripts run unchanged on a cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "taskd"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    queue: str
+
+    @property
+    def _base(self) -> str:
+        return f"{PREFIX}:{{{self.queue}}}"
+
+    @property
+    def ready(self) -> str:
+        return f"{self._base}:ready"
+
+    @property
+    def delayed(self) -> str:
+        return f"{self._base}:delayed"
+
+    @property
+    def active(self) -> str:
+        return f"{self._base}:active"
+
+    @property
+    def wake(self) -> str:
+        return f"{self._base}:wake"
+
+    @property
+    def lease_prefix(self) -> str:
+        """Lease keys are ``<lease_prefix><task id>``, built inside scripts."""
+        return f"{self._base}:lease:"
+
+    def lease(self, task_id: str) -> str:
+        return f"{self.lease_prefix}{task_id}"

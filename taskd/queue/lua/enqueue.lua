@@ -1,0 +1,36 @@
+--[[
+  enqueue: add tasks to a queue unless Redis already tracks them (ready, delayed or active).
+
+  The "unless tracked" rule makes enqueue safe to repeat: the API calls it after commit, the
+  promoter's reconcile calls it for every PENDING row it finds, and neither can duplicate a task
+  or disturb one a worker holds.
+
+  KEYS[1] ready    ZSET id -> (100 - priority) * 1e13 + due_ms
+  KEYS[2] delayed  ZSET id -> due_ms * 1000 + (100 - priority)
+  KEYS[3] active   ZSET id -> lease deadline (ms)
+  KEYS[4] wake     LIST wake-up marker for blocked workers
+  ARGV    triples: id, priority (-100..100), delay_ms (<= 0: due now; negative = overdue by)
+  Returns the number of ids added.
+]]
+local ready, delayed, active, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local added, woke = 0, false
+for i = 1, #ARGV, 3 do
+  local id, rank, delay = ARGV[i], 100 - tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  if not redis.call('ZSCORE', ready, id) and not redis.call('ZSCORE', delayed, id)
+     and not redis.call('ZSCORE', active, id) then
+    if delay > 0 then
+      redis.call('ZADD', delayed, (now + delay) * 1000 + rank, id)
+    else
+      redis.call('ZADD', ready, rank * 1e13 + now + delay, id)
+      woke = true
+    end
+    added = added + 1
+  end
+end
+if woke then
+  redis.call('LPUSH', wake, '1')
+  redis.call('LTRIM', wake, 0, 0)
+end
+return added

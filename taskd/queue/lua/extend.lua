@@ -1,0 +1,34 @@
+--[[
+  extend: heartbeat; push the lease deadline of held ids forward.
+
+  A lease key that is missing (Redis lost its data) is restored, so a live worker keeps its task
+  and its fenced write still lands; a key holding another token means the lease was reclaimed.
+
+  KEYS[1] active  ZSET id -> lease deadline (ms)
+  ARGV[1] lease_ms
+  ARGV[2] lease_prefix
+  ARGV    pairs from 3: id, token
+  Returns one code per pair: 1 extended, 2 restored, 0 lost (held by another token).
+]]
+local active = KEYS[1]
+local lease_ms, lease_prefix = tonumber(ARGV[1]), ARGV[2]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local codes = {}
+for i = 3, #ARGV, 2 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  local key = lease_prefix .. id
+  local holder = redis.call('GET', key)
+  if holder == token then
+    redis.call('PEXPIRE', key, lease_ms * 2)
+    redis.call('ZADD', active, now + lease_ms, id)
+    codes[#codes + 1] = 1
+  elseif not holder then
+    redis.call('SET', key, token, 'PX', lease_ms * 2)
+    redis.call('ZADD', active, now + lease_ms, id)
+    codes[#codes + 1] = 2
+  else
+    codes[#codes + 1] = 0
+  end
+end
+return codes

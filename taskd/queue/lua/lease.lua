@@ -1,0 +1,62 @@
+--[[
+  lease: promote due delayed tasks, pop the highest-priority ready ids and lease them.
+
+  One atomic "zpopmin plus lease": a popped id is never lost between pop and lease. The token
+  of the i-th leased id is "<token_prefix>:<i>"; the worker builds the same tokens.
+
+  The lease deadline is the id's score in the active set. The lease key (holding the token)
+  lives twice as long, so that the reaper can still read the token of an expired lease and fence
+  its Postgres update on it.
+
+  KEYS[1] ready    ZSET  (see enqueue.lua for the scores)
+  KEYS[2] delayed  ZSET
+  KEYS[3] active   ZSET id -> lease deadline (ms)
+  KEYS[4] wake     LIST
+  ARGV[1] count         how many ids to lease at most
+  ARGV[2] lease_ms      lease duration
+  ARGV[3] token_prefix  unique per lease call (worker id + sequence number)
+  ARGV[4] lease_prefix  "taskd:{q}:lease:" - lease keys carry the queue's hash tag
+  Returns {wait_ms, id1, id2, ...}: wait_ms is how long until the next delayed task is due
+  (-1 when there is none); it matters only when no id was leased.
+]]
+local ready, delayed, active, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local count, lease_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
+local token_prefix, lease_prefix = ARGV[3], ARGV[4]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+-- Promote due delayed tasks in bounded chunks; the rest wait for the next call.
+local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now * 1000 + 999, 'WITHSCORES', 'LIMIT', 0, 1000)
+for i = 1, #due, 2 do
+  local score = tonumber(due[i + 1])
+  local due_ms = math.floor(score / 1000)
+  local rank = score - due_ms * 1000
+  redis.call('ZADD', ready, rank * 1e13 + due_ms, due[i])
+  redis.call('ZREM', delayed, due[i])
+end
+
+local result = {-1}
+local popped = redis.call('ZPOPMIN', ready, count)
+for i = 1, #popped, 2 do
+  local id = popped[i]
+  local n = (i + 1) / 2
+  -- SET without NX on purpose: an id in ready is authoritative that nobody may run it now, so a
+  -- lease key still present belongs to a stale holder (reaped, then restored by its heartbeat);
+  -- overwriting it makes that holder see LOST on its next heartbeat.
+  redis.call('SET', lease_prefix .. id, token_prefix .. ':' .. n, 'PX', lease_ms * 2)
+  redis.call('ZADD', active, now + lease_ms, id)
+  result[n + 1] = id
+end
+
+if #popped > 0 and redis.call('ZCARD', ready) > 0 then
+  -- More work is waiting: pass the wake-up on to the next idle worker.
+  redis.call('LPUSH', wake, '1')
+  redis.call('LTRIM', wake, 0, 0)
+end
+if #popped == 0 then
+  local nxt = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+  if #nxt > 0 then
+    result[1] = math.max(0, math.floor(tonumber(nxt[2]) / 1000) - now)
+  end
+end
+return result

@@ -1,0 +1,43 @@
+--[[
+  retry: give a held task back to the queue, due after a delay (0 = now).
+
+  Used for backoff after a failed attempt and, with delay 0, to release leased tasks that were
+  never started (shutdown, or a Postgres flip that did not happen).
+
+  KEYS[1] ready    ZSET
+  KEYS[2] delayed  ZSET
+  KEYS[3] active   ZSET
+  KEYS[4] wake     LIST
+  ARGV[1] lease_prefix
+  ARGV    quadruples from 2: id, token, priority, delay_ms
+  Returns one code per quadruple: 1 re-queued, 0 the lease belongs to another token (left alone).
+]]
+local ready, delayed, active, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local lease_prefix = ARGV[1]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local codes, woke = {}, false
+for i = 2, #ARGV, 4 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  local rank, delay = 100 - tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local key = lease_prefix .. id
+  local holder = redis.call('GET', key)
+  if holder == token or not holder then
+    redis.call('DEL', key)
+    redis.call('ZREM', active, id)
+    if delay > 0 then
+      redis.call('ZADD', delayed, (now + delay) * 1000 + rank, id)
+    else
+      redis.call('ZADD', ready, rank * 1e13 + now, id)
+      woke = true
+    end
+    codes[#codes + 1] = 1
+  else
+    codes[#codes + 1] = 0
+  end
+end
+if woke then
+  redis.call('LPUSH', wake, '1')
+  redis.call('LTRIM', wake, 0, 0)
+end
+return codes

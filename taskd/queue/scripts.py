@@ -1,0 +1,31 @@
+"""The Lua scripts, loaded once from ``lua/*.lua`` and called by SHA.
+
+redis-py's ``Script`` objects run EVALSHA and fall back to loading the script on NOSCRIPT, so a
+``SCRIPT FLUSH`` or a Redis restart is transparent.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+NAMES = ("enqueue", "lease", "extend", "ack", "retry", "reap")
+
+
+def read_source(name: str) -> str:
+    return (resources.files("taskd.queue") / "lua" / f"{name}.lua").read_text()
+
+
+class Scripts:
+    """One registered script object per verb."""
+
+    def __init__(self, client: Redis) -> None:
+        self._scripts: dict[str, AsyncScript] = {
+            name: client.register_script(read_source(name)) for name in NAMES
+        }
+
+    async def call(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await self._scripts[name](keys=keys, args=args)

@@ -1,0 +1,1 @@
+"""Roles: composition only. Each wires adapters and services together and runs them."""

@@ -1,0 +1,42 @@
+"""Run one or more roles in this process until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+
+from taskd.config.settings import Settings
+from taskd.registry import Registry
+from taskd.roles import api, promoter, worker
+from taskd.roles.resources import open_resources, ops_app, serve
+
+ROLES = ("api", "worker", "promoter")
+log = logging.getLogger("taskd")
+
+
+async def run_roles(settings: Settings, roles: Sequence[str], registry: Registry) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_resources(settings) as res:
+        ops = None
+        if "api" not in roles:  # the api role serves /metrics and the probes on its own port
+            ops = await serve(ops_app(res), settings.ops.host, settings.ops.port)
+        tasks = []
+        if "api" in roles:
+            tasks.append(asyncio.create_task(api.run(res, stop)))
+        if "worker" in roles:
+            tasks.append(asyncio.create_task(worker.run(res, stop, registry)))
+        if "promoter" in roles:
+            tasks.append(asyncio.create_task(promoter.run(res, stop)))
+        log.info("running roles: %s", ", ".join(roles))
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            stop.set()
+            await asyncio.gather(*tasks)
+        finally:
+            if ops is not None:
+                await ops.cleanup()

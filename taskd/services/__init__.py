@@ -1,0 +1,1 @@
+"""Services: the worker engine and the promoter's loops."""

@@ -1,0 +1,155 @@
+"""Coalesce attempt outcomes into batched, fenced Postgres writes, then settle Redis.
+
+Outcomes wait in memory while Postgres is unreachable and are retried with backoff; a write
+whose commit outcome is unknown is retried as the same fenced statement, and when that changes
+no row the recorded history tells whether it had landed (DESIGN §6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from taskd import metrics
+from taskd.errors import DependencyUnavailable
+from taskd.queue.client import RedisQueue, Requeue
+from taskd.store.tasks import AttemptOutcome, TaskStore
+from taskd.types import LeasedTask, TaskStatus
+
+log = logging.getLogger("taskd.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    task: LeasedTask
+    outcome: AttemptOutcome
+
+
+class Recorder:
+    def __init__(
+        self,
+        store: TaskStore,
+        queue: RedisQueue,
+        *,
+        max_rows: int = 100,
+        interval: float = 0.002,
+        on_settled: Callable[[LeasedTask, bool], Awaitable[None] | None] | None = None,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.max_rows = max_rows
+        self.interval = interval
+        self.on_settled = on_settled
+        self._pending: list[Pending] = []
+        self._more = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._outage_logged = False
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    def submit(self, task: LeasedTask, outcome: AttemptOutcome) -> None:
+        self._pending.append(Pending(task, outcome))
+        self._idle.clear()
+        self._more.set()
+
+    async def drained(self) -> None:
+        """Wait until every submitted outcome has been written (or dropped as stale)."""
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        """Flush forever, one batch in flight at a time."""
+        delay = 0.05
+        while True:
+            if not self._pending:
+                self._idle.set()
+                self._more.clear()
+                await self._more.wait()
+            if len(self._pending) < self.max_rows:
+                await asyncio.sleep(self.interval)  # let concurrent completions join the batch
+            batch = self._pending[: self.max_rows * 10]
+            try:
+                await self._flush(batch)
+            except DependencyUnavailable as e:
+                if not self._outage_logged:
+                    log.warning(
+                        "cannot record outcomes, holding %d in memory: %s", len(self._pending), e
+                    )
+                    self._outage_logged = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if self._outage_logged:
+                log.warning("recording outcomes again")
+                self._outage_logged = False
+            delay = 0.05
+            del self._pending[: len(batch)]
+
+    async def _flush(self, batch: list[Pending]) -> None:
+        written = await self.store.complete([p.outcome for p in batch])
+        missing = [
+            (p.task.id, p.task.attempt) for p in batch if (p.task.id, p.task.attempt) not in written
+        ]
+        if missing:
+            # Either an earlier try committed (unknown outcome) or the lease was reclaimed.
+            recorded = await self.store.recorded_outcomes(missing)
+            for p in batch:
+                key = (p.task.id, p.task.attempt)
+                if key in missing and recorded.get(key) == p.outcome.outcome:
+                    written.add(key)
+        ok = [p for p in batch if (p.task.id, p.task.attempt) in written]
+        stale = [p for p in batch if (p.task.id, p.task.attempt) not in written]
+        for p in stale:
+            metrics.STALE_WRITES.inc()
+            log.warning(
+                "dropped the outcome of task %s attempt %d: its lease was reclaimed",
+                p.task.id,
+                p.task.attempt,
+            )
+        await self._settle_redis(ok, stale)
+        for p in batch:
+            _count(p)
+            if self.on_settled is not None:
+                result = self.on_settled(p.task, p in ok)
+                if result is not None:
+                    await result
+
+    async def _settle_redis(self, ok: list[Pending], stale: list[Pending]) -> None:
+        """Ack finished tasks and schedule retries. Best effort: Postgres already holds the
+        truth, and a lease left behind expires and is reaped harmlessly."""
+        acks: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        retries: dict[str, list[Requeue]] = defaultdict(list)
+        for p in ok:
+            t = p.task
+            if p.outcome.status == TaskStatus.PENDING.value:
+                delay_ms = int(p.outcome.delay * 1000)
+                retries[t.queue].append(Requeue(t.id, t.lease_token, t.priority, delay_ms))
+            else:
+                acks[t.queue].append((t.id, t.lease_token))
+        for p in stale:
+            acks[p.task.queue].append((p.task.id, p.task.lease_token))
+        try:
+            for queue, held in acks.items():
+                await self.queue.ack(queue, held)
+            for queue, items in retries.items():
+                await self.queue.retry(queue, items)
+        except DependencyUnavailable as e:
+            log.warning(
+                "could not settle %d leases in Redis (reconcile will): %s", len(ok) + len(stale), e
+            )
+
+
+def _count(p: Pending) -> None:
+    labels = (p.task.queue, p.task.type)
+    status = p.outcome.status
+    if status == TaskStatus.SUCCESS.value:
+        metrics.TASKS_SUCCEEDED.labels(*labels).inc()
+    elif status == TaskStatus.FAILED.value:
+        metrics.TASKS_FAILED.labels(*labels).inc()
+    else:
+        metrics.TASKS_RETRIED.labels(*labels).inc()

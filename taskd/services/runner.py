@@ -1,0 +1,96 @@
+"""Run one attempt of a task and decide what happens next: success, retry or final failure."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from typing import Any
+
+import msgspec
+
+from taskd.backoff import Backoff
+from taskd.errors import NonRetryableError
+from taskd.registry import HandlerSpec, Registry, TaskContext
+from taskd.store.tasks import AttemptOutcome
+from taskd.types import LeasedTask, Outcome, TaskStatus
+
+log = logging.getLogger("taskd.worker")
+
+_result_encoder = msgspec.json.Encoder()
+
+
+def error_doc(kind: str, message: str, retryable: bool) -> dict[str, Any]:
+    return {"type": kind, "message": message[:4000], "retryable": retryable}
+
+
+class Runner:
+    def __init__(self, registry: Registry, default_backoff: Backoff) -> None:
+        self.registry = registry
+        self.default_backoff = default_backoff
+
+    async def run(self, task: LeasedTask, ctx: TaskContext) -> AttemptOutcome:
+        spec = self.registry.get(task.type)
+        if spec is None:
+            msg = f"no handler is registered for task type {task.type!r} on this worker"
+            return self._fail(task, Outcome.ERROR, error_doc("UnknownTaskType", msg, False))
+        try:
+            payload = spec.convert(task.payload)
+        except msgspec.ValidationError as e:
+            doc = error_doc("InvalidPayload", f"payload does not fit {spec.name}: {e}", False)
+            return self._fail(task, Outcome.ERROR, doc)
+        return await self._call(task, spec, ctx, payload)
+
+    async def _call(
+        self, task: LeasedTask, spec: HandlerSpec, ctx: TaskContext, payload: Any
+    ) -> AttemptOutcome:
+        timeout = task.timeout
+        try:
+            async with asyncio.timeout(timeout):
+                result = await spec.fn(ctx, payload)
+        except TimeoutError:
+            doc = error_doc("Timeout", f"attempt exceeded its timeout of {timeout:g}s", True)
+            return self._retry_or_fail(task, Outcome.TIMEOUT, doc)
+        except NonRetryableError as e:
+            return self._fail(task, Outcome.ERROR, error_doc(type(e).__name__, str(e), False))
+        except Exception as e:
+            ctx.log("".join(traceback.format_exception(e, limit=-5)).rstrip())
+            return self._retry_or_fail(
+                task, Outcome.ERROR, error_doc(type(e).__name__, str(e), True)
+            )
+        try:
+            _result_encoder.encode(result)
+        except (TypeError, msgspec.EncodeError) as e:
+            doc = error_doc("InvalidResult", f"the handler's result is not JSON: {e}", False)
+            return self._fail(task, Outcome.ERROR, doc)
+        return AttemptOutcome(
+            task.id, task.attempt, TaskStatus.SUCCESS.value, Outcome.SUCCESS.value, result=result
+        )
+
+    async def interrupted(self, task: LeasedTask) -> AttemptOutcome:
+        """The outcome of an attempt the worker cut short at shutdown: LOST, re-queued now."""
+        doc = error_doc("WorkerShutdown", "the worker stopped before the handler finished", True)
+        return self._retry_or_fail(task, Outcome.LOST, doc, immediate=True)
+
+    def _fail(self, task: LeasedTask, outcome: Outcome, doc: dict[str, Any]) -> AttemptOutcome:
+        return AttemptOutcome(
+            task.id, task.attempt, TaskStatus.FAILED.value, outcome.value, error=doc
+        )
+
+    def _retry_or_fail(
+        self, task: LeasedTask, outcome: Outcome, doc: dict[str, Any], *, immediate: bool = False
+    ) -> AttemptOutcome:
+        if task.attempts_left <= 0:
+            return self._fail(task, outcome, doc)
+        delay = 0.0 if immediate else self.backoff_for(task).delay(task.attempt)
+        return AttemptOutcome(
+            task.id, task.attempt, TaskStatus.PENDING.value, outcome.value, error=doc, delay=delay
+        )
+
+    def backoff_for(self, task: LeasedTask) -> Backoff:
+        if not task.backoff:
+            return self.default_backoff
+        try:
+            return msgspec.convert(task.backoff, Backoff)
+        except msgspec.ValidationError:
+            return self.default_backoff

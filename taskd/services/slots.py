@@ -1,0 +1,38 @@
+"""A resizable pool of execution slots shared by a worker's lease loops."""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class Slots:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._freed = asyncio.Event()
+
+    @property
+    def free(self) -> int:
+        return max(self.capacity - self.used, 0)
+
+    async def take(self, most: int) -> int:
+        """Wait until a slot is free, then take up to ``most`` of the free ones."""
+        while self.free == 0:
+            self._freed.clear()
+            await self._freed.wait()
+        n = min(most, self.free)
+        self.used += n
+        return n
+
+    def give(self, n: int) -> None:
+        if n <= 0:
+            return
+        self.used -= n
+        # Wake every waiting lease loop: without this a loop parked on a full pool never
+        # learns that slots came back (shared/PERF.md, item 3).
+        self._freed.set()
+
+    def resize(self, capacity: int) -> None:
+        """Grow or shrink; running tasks keep their slots, shrinking takes effect as they end."""
+        self.capacity = capacity
+        self._freed.set()

@@ -1,0 +1,281 @@
+"""The worker engine: lease batches, flip them to RUNNING, run handlers under a slot pool,
+heartbeat the leases, and hand outcomes to the recorder (DESIGN §5, Run)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import secrets
+import socket
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from taskd import metrics
+from taskd.config.settings import RetrySettings, WorkerSettings
+from taskd.errors import DependencyUnavailable
+from taskd.queue.client import RedisQueue, Requeue
+from taskd.registry import Registry, TaskContext
+from taskd.services.recorder import Recorder
+from taskd.services.runner import Runner
+from taskd.services.slots import Slots
+from taskd.store.tasks import RunDefaults, TaskStore
+from taskd.types import LeasedTask
+
+log = logging.getLogger("taskd.worker")
+
+
+def make_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class Held:
+    """A lease this worker holds until its outcome is settled."""
+
+    task: LeasedTask
+    ctx: TaskContext
+    handler: asyncio.Task[None] | None = None
+    lost: bool = False
+
+
+@dataclass
+class _Backoff:
+    delay: float = 0.05
+    logged: set[str] = field(default_factory=set)
+
+    async def pause(self, what: str, error: Exception) -> None:
+        if what not in self.logged:
+            log.warning("%s unavailable, pausing leasing: %s", what, error)
+            self.logged.add(what)
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, 5.0)
+
+    def reset(self) -> None:
+        if self.logged:
+            log.warning("leasing resumed")
+        self.delay = 0.05
+        self.logged.clear()
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        retry: RetrySettings,
+        store: TaskStore,
+        queue: RedisQueue,
+        registry: Registry,
+        worker_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.retry = retry
+        self.store = store
+        self.queue = queue
+        self.registry = registry
+        self.id = worker_id or settings.id or make_worker_id()
+        self.slots = Slots(settings.concurrency)
+        self.runner = Runner(registry, retry.backoff)
+        self.recorder = Recorder(
+            store,
+            queue,
+            max_rows=settings.flush_max_rows,
+            interval=settings.flush_interval_seconds,
+            on_settled=self._settled,
+        )
+        self.held: dict[str, Held] = {}
+        self._seq = itertools.count(1)
+        self._stopping = asyncio.Event()
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._defaults = self._run_defaults()
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.settings.lease_seconds * 1000)
+
+    def _run_defaults(self) -> RunDefaults:
+        specs = [self.registry.get(n) for n in self.registry.names()]
+        return RunDefaults(
+            types=[s.name for s in specs if s],
+            max_retries=[s.max_retries for s in specs if s],
+            timeouts=[s.timeout for s in specs if s],
+            max_retries_default=self.retry.max_retries,
+            timeout_default=self.retry.timeout,
+        )
+
+    def stop(self) -> None:
+        """Stop leasing; ``run`` then drains and returns."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        log.info(
+            "worker %s serving %s with %d slots",
+            self.id,
+            ",".join(self.settings.queues),
+            self.settings.concurrency,
+        )
+        background = [
+            asyncio.create_task(self.recorder.run(), name="recorder"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+        ]
+        loops = [
+            asyncio.create_task(self._lease_loop(q), name=f"lease-{q}")
+            for q in self.settings.queues
+            for _ in range(self.settings.lease_loops)
+        ]
+        try:
+            await self._stopping.wait()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self._drain()
+        finally:
+            for t in [*loops, *background]:
+                t.cancel()
+            await asyncio.gather(*loops, *background, return_exceptions=True)
+        log.info("worker %s stopped", self.id)
+
+    async def _drain(self) -> None:
+        """SIGTERM: let handlers finish within the grace period, then interrupt the rest."""
+        grace = self.settings.shutdown_grace_seconds
+        if self._handlers:
+            log.info("waiting up to %gs for %d running handlers", grace, len(self._handlers))
+            _, late = await asyncio.wait(self._handlers, timeout=grace)
+            for t in late:
+                t.cancel(msg="shutdown")
+            if late:
+                await asyncio.wait(late)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(grace, 5.0)):
+                await self.recorder.drained()
+
+    async def _lease_loop(self, queue: str) -> None:
+        backoff = _Backoff()
+        while not self._stopping.is_set():
+            taken = await self.slots.take(self.settings.lease_batch)
+            if self._stopping.is_set():
+                self.slots.give(taken)
+                return
+            try:
+                got = await self._lease_and_start(queue, taken)
+            except DependencyUnavailable as e:
+                self.slots.give(taken)
+                await backoff.pause(type(e).__name__, e)
+                continue
+            backoff.reset()
+            if got is not None:
+                await self._idle_wait(queue, got)
+
+    async def _lease_and_start(self, queue: str, taken: int) -> float | None:
+        """Lease up to ``taken`` tasks and start them; returns seconds to wait when idle."""
+        token_prefix = f"{self.id}:{next(self._seq)}"
+        leased = await self.queue.lease(queue, taken, token_prefix, self.lease_ms)
+        if not leased.ids:
+            self.slots.give(taken)
+            wait = self.settings.idle_wait_seconds
+            return wait if leased.wait_ms < 0 else min(wait, leased.wait_ms / 1000)
+        self.slots.give(taken - len(leased.ids))
+        try:
+            started = await self.store.flip_running(
+                leased.ids, leased.tokens, self.id, self._defaults
+            )
+        except DependencyUnavailable:
+            # Postgres is down: give the tasks back unstarted (no attempt was counted).
+            self.slots.give(len(leased.ids))
+            items = [Requeue(i, t, 0, 0) for i, t in zip(leased.ids, leased.tokens, strict=True)]
+            with contextlib.suppress(DependencyUnavailable):
+                await self.queue.retry(queue, items)
+            raise
+        flipped = {t.id for t in started}
+        dropped = [
+            (i, t) for i, t in zip(leased.ids, leased.tokens, strict=True) if i not in flipped
+        ]
+        if dropped:  # cancelled or already finished: forget the lease
+            self.slots.give(len(dropped))
+            await self.queue.ack(queue, dropped)
+        for task in started:
+            self._start(task)
+        return None
+
+    async def _idle_wait(self, queue: str, seconds: float) -> None:
+        waiter = asyncio.create_task(self.queue.wait(queue, seconds))
+        stopper = asyncio.create_task(self._stopping.wait())
+        done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for t in (waiter, stopper):
+            if t not in done:
+                t.cancel()
+        if waiter in done and waiter.exception() is not None:
+            await asyncio.sleep(min(seconds, 1.0))
+
+    def _start(self, task: LeasedTask) -> None:
+        ctx = TaskContext(
+            task_id=task.id,
+            attempt=task.attempt,
+            type=task.type,
+            queue=task.queue,
+            tenant=task.tenant,
+        )
+        held = Held(task, ctx)
+        self.held[task.id] = held
+        metrics.TASKS_STARTED.labels(task.queue, task.type).inc()
+        handler = asyncio.create_task(self._execute(held), name=f"task-{task.id}")
+        held.handler = handler
+        self._handlers.add(handler)
+        handler.add_done_callback(self._handlers.discard)
+
+    async def _execute(self, held: Held) -> None:
+        task = held.task
+        started = time.perf_counter()
+        metrics.WORKER_IN_FLIGHT.inc()
+        try:
+            outcome = await self.runner.run(task, held.ctx)
+        except asyncio.CancelledError:
+            if held.lost:  # another worker owns the task now; record nothing
+                self.held.pop(task.id, None)
+                return
+            outcome = await self.runner.interrupted(task)
+        finally:
+            metrics.WORKER_IN_FLIGHT.dec()
+            metrics.TASK_RUN_SECONDS.labels(task.queue, task.type).observe(
+                time.perf_counter() - started
+            )
+            self.slots.give(1)
+        if held.lost:
+            self.held.pop(task.id, None)
+            return
+        self.recorder.submit(task, outcome)
+
+    def _settled(self, task: LeasedTask, recorded: bool) -> None:
+        self.held.pop(task.id, None)
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            metrics.WORKER_FREE_SLOTS.set(self.slots.free)
+            metrics.WORKER_OUTCOME_BACKLOG.set(self.recorder.backlog)
+            try:
+                await self.heartbeat()
+            except DependencyUnavailable as e:
+                log.warning("heartbeat failed: %s", e)
+
+    async def heartbeat(self) -> None:
+        """Extend every held lease; a lease taken over by another worker cancels its handler."""
+        by_queue: dict[str, list[Held]] = defaultdict(list)
+        for held in list(self.held.values()):
+            by_queue[held.task.queue].append(held)
+        for queue, items in by_queue.items():
+            pairs = [(h.task.id, h.task.lease_token) for h in items]
+            codes = await self.queue.extend(queue, pairs, self.lease_ms)
+            for held, code in zip(items, codes, strict=True):
+                if code == 0 and not held.lost:
+                    self._lose(held)
+
+    def _lose(self, held: Held) -> None:
+        held.lost = True
+        held.ctx._cancel.set()
+        metrics.LEASES_LOST.labels(held.task.queue).inc()
+        log.warning("lost the lease of task %s attempt %d", held.task.id, held.task.attempt)
+        if held.handler is not None and not held.handler.done():
+            held.handler.cancel(msg="lease lost")

@@ -1,0 +1,243 @@
+"""The task repository: every statement is a named query from ``sql/tasks.sql``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import asyncpg
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+from taskd.errors import DatabaseUnavailable
+from taskd.store.pool import CONNECTION_ERRORS, translated
+from taskd.store.queries import load
+from taskd.types import LeasedTask
+
+Q = load("tasks.sql")
+
+Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+Executor: TypeAlias = "asyncpg.Pool | Connection"
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    id: uuid.UUID
+    tenant: str
+    type: str
+    queue: str
+    priority: int
+    payload: Any
+    labels: dict[str, str]
+    max_retries: int | None
+    timeout: float | None
+    backoff: dict[str, Any] | None
+    run_at: datetime | None
+    delay: float
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    notify: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptOutcome:
+    """What a worker records when an attempt ends (status is the task's new status)."""
+
+    id: str
+    attempt: int
+    status: str
+    outcome: str
+    result: Any = None
+    error: dict[str, Any] | None = None
+    delay: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunDefaults:
+    """Per-type handler defaults (parallel sequences) and the configured fallbacks."""
+
+    types: Sequence[str]
+    max_retries: Sequence[int | None]
+    timeouts: Sequence[float | None]
+    max_retries_default: int
+    timeout_default: float
+
+
+@dataclass(frozen=True, slots=True)
+class ListFilter:
+    tenant: str | None
+    status: str | None = None
+    type: str | None = None
+    queue: str | None = None
+    dag_id: uuid.UUID | None = None
+    labels: dict[str, str] | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    before_id: uuid.UUID | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Requeueable:
+    id: str
+    queue: str
+    priority: int
+    delay_ms: int
+
+
+class TaskStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @translated
+    async def ping(self) -> None:
+        await self.pool.fetchval("SELECT 1")
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                yield conn
+        except CONNECTION_ERRORS as e:
+            raise DatabaseUnavailable(f"PostgreSQL is unreachable: {e}") from e
+
+    @translated
+    async def insert(
+        self, tasks: Sequence[NewTask], conn: Executor | None = None
+    ) -> list[asyncpg.Record]:
+        """Insert tasks; a task whose idempotency key is taken is silently left out."""
+        cols = _columns(tasks)
+        return list(await (conn or self.pool).fetch(Q["insert_tasks"], *cols))
+
+    @translated
+    async def find_idempotent(
+        self, tenant: str, keys: Sequence[str], conn: Executor | None = None
+    ) -> list[asyncpg.Record]:
+        return list(await (conn or self.pool).fetch(Q["find_idempotent"], tenant, list(keys)))
+
+    @translated
+    async def get(self, task_id: uuid.UUID, tenant: str | None) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(Q["get_task"], task_id, tenant)
+
+    @translated
+    async def attempts(self, task_id: uuid.UUID) -> list[asyncpg.Record]:
+        return list(await self.pool.fetch(Q["get_attempts"], task_id))
+
+    @translated
+    async def list_tasks(self, f: ListFilter) -> list[asyncpg.Record]:
+        args = (f.tenant, f.status, f.type, f.queue, f.dag_id, f.labels or None)
+        args2 = (f.created_after, f.created_before, f.before_id, f.limit)
+        return list(await self.pool.fetch(Q["list_tasks"], *args, *args2))
+
+    @translated
+    async def flip_running(
+        self, ids: Sequence[str], tokens: Sequence[str], worker: str, defaults: RunDefaults
+    ) -> list[LeasedTask]:
+        d = defaults
+        rows = await self.pool.fetch(
+            Q["flip_running"],
+            list(ids),
+            list(tokens),
+            worker,
+            list(d.types),
+            list(d.max_retries),
+            list(d.timeouts),
+            d.max_retries_default,
+            d.timeout_default,
+        )
+        return [_leased(r) for r in rows]
+
+    @translated
+    async def complete(self, outcomes: Sequence[AttemptOutcome]) -> set[tuple[str, int]]:
+        """Record outcomes (fenced); returns the (id, attempt) pairs that were written."""
+        o = outcomes
+        rows = await self.pool.fetch(
+            Q["complete"],
+            [x.id for x in o],
+            [x.attempt for x in o],
+            [x.status for x in o],
+            [x.result for x in o],
+            [x.error for x in o],
+            [x.delay for x in o],
+            [x.outcome for x in o],
+        )
+        return {(str(r["id"]), r["attempt"]) for r in rows}
+
+    @translated
+    async def recorded_outcomes(
+        self, pairs: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], str]:
+        rows = await self.pool.fetch(
+            Q["recorded_outcomes"], [p[0] for p in pairs], [p[1] for p in pairs]
+        )
+        return {(str(r["id"]), r["attempt"]): r["outcome"] for r in rows}
+
+    @translated
+    async def lose_attempts(
+        self, leases: Sequence[tuple[str, str]], error: dict[str, Any], max_retries_default: int
+    ) -> list[tuple[Requeueable, str]]:
+        """Record lost attempts for these (id, token) leases; returns what may be re-queued."""
+        ids, tokens = [x[0] for x in leases], [x[1] for x in leases]
+        rows = await self.pool.fetch(Q["lose_attempts"], ids, tokens, error, max_retries_default)
+        return [
+            (Requeueable(str(r["id"]), r["queue"], r["priority"], r["delay_ms"]), r["status"])
+            for r in rows
+        ]
+
+    @translated
+    async def pending_page(self, grace_s: float, after: uuid.UUID, limit: int) -> list[Requeueable]:
+        rows = await self.pool.fetch(Q["pending_page"], grace_s, after, limit)
+        return [Requeueable(str(r["id"]), r["queue"], r["priority"], r["delay_ms"]) for r in rows]
+
+    @translated
+    async def running_page(
+        self, older_than_s: float, after: uuid.UUID, limit: int
+    ) -> list[asyncpg.Record]:
+        return list(await self.pool.fetch(Q["running_page"], older_than_s, after, limit))
+
+    @translated
+    async def known_queues(self) -> list[str]:
+        return [r["name"] for r in await self.pool.fetch(Q["known_queues"])]
+
+
+def _columns(tasks: Sequence[NewTask]) -> list[list[Any]]:
+    t = tasks
+    return [
+        [x.id for x in t],
+        [x.tenant for x in t],
+        [x.type for x in t],
+        [x.queue for x in t],
+        [x.priority for x in t],
+        [x.payload for x in t],
+        [x.labels for x in t],
+        [x.max_retries for x in t],
+        [x.timeout for x in t],
+        [x.backoff for x in t],
+        [x.run_at for x in t],
+        [x.delay for x in t],
+        [x.idempotency_key for x in t],
+        [x.request_hash for x in t],
+        [x.notify for x in t],
+    ]
+
+
+def _leased(r: asyncpg.Record) -> LeasedTask:
+    return LeasedTask(
+        id=str(r["id"]),
+        tenant=r["tenant"],
+        queue=r["queue"],
+        type=r["type"],
+        priority=r["priority"],
+        payload=r["payload"],
+        attempt=r["attempt"],
+        attempt_base=r["attempt_base"],
+        max_retries=r["max_retries"],
+        timeout=r["timeout"],
+        backoff=r["backoff"],
+        lease_token=r["lease_token"],
+    )

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from taskd import NonRetryableError, TaskContext
+from taskd.config.settings import Settings
+from taskd.queue.client import RedisQueue
+from taskd.store.tasks import TaskStore
+from tests.helpers import new_task, registry_of, running_worker, submit, wait_terminal
+
+
+async def ok(ctx: TaskContext, payload: Any) -> Any:
+    return {"echo": payload, "attempt": ctx.attempt}
+
+
+async def test_task_runs_to_success(
+    settings: Settings, store: TaskStore, queue: RedisQueue, queue_name: str
+) -> None:
+    [tid] = await submit(store, queue, new_task(queue_name, "t.ok", payload={"x": 1}))
+    async with running_worker(settings, store, queue, registry_of(t__ok=ok)):
+        row = await wait_terminal(store, tid)
+    assert row["status"] == "SUCCESS"
+    assert row["result"] == {"echo": {"x": 1}, "attempt": 1}
+    history = await store.attempts(uuid.UUID(tid))
+    assert [(h["attempt"], h["outcome"]) for h in history] == [(1, "SUCCESS")]
+    assert await queue.tracked(queue_name, tid) is None
+
+
+async def test_retries_then_fails_then_dead(
+    settings: Settings, store: TaskStore, queue: RedisQueue, queue_name: str
+) -> None:
+    async def boom(ctx: TaskContext, payload: Any) -> None:
+        raise RuntimeError(f"boom {ctx.attempt}")
+
+    [tid] = await submit(store, queue, new_task(queue_name, "t.boom", max_retries=2))
+    async with running_worker(settings, store, queue, registry_of(t__boom=boom)):
+        row = await wait_terminal(store, tid)
+    assert row["status"] == "FAILED"
+    assert row["attempt"] == 3
+    assert row["error"] == {"type": "RuntimeError", "message": "boom 3", "retryable": True}
+    history = await store.attempts(uuid.UUID(tid))
+    assert [h["outcome"] for h in history] == ["ERROR", "ERROR", "ERROR"]
+
+
+async def test_non_retryable_and_unknown_type(
+    settings: Settings, store: TaskStore, queue: RedisQueue, queue_name: str
+) -> None:
+    async def refuse(ctx: TaskContext, payload: Any) -> None:
+        raise NonRetryableError("no")
+
+    a, b = await submit(
+        store, queue, new_task(queue_name, "t.refuse"), new_task(queue_name, "t.nobody")
+    )
+    async with running_worker(settings, store, queue, registry_of(t__refuse=refuse)):
+        ra = await wait_terminal(store, a)
+        rb = await wait_terminal(store, b)
+    assert (ra["status"], ra["attempt"], ra["error"]["retryable"]) == ("FAILED", 1, False)
+    assert (rb["status"], rb["attempt"], rb["error"]["type"]) == ("FAILED", 1, "UnknownTaskType")
+
+
+async def test_timeout_is_retried_then_recorded(
+    settings: Settings, store: TaskStore, queue: RedisQueue, queue_name: str
+) -> None:
+    async def slow(ctx: TaskContext, payload: Any) -> None:
+        await asyncio.sleep(30)
+
+    [tid] = await submit(store, queue, new_task(queue_name, "t.slow", timeout=0.1, max_retries=1))
+    async with running_worker(settings, store, queue, registry_of(t__slow=slow)):
+        row = await wait_terminal(store, tid)
+    assert row["status"] == "FAILED"
+    history = await store.attempts(uuid.UUID(tid))
+    assert [h["outcome"] for h in history] == ["TIMEOUT", "TIMEOUT"]
