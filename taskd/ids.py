@@ -3,21 +3,39 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 
+_lock = threading.Lock()
+_last_ms = 0
+_counter = 0
+
+
+def _next_stamp(now_ms: int) -> tuple[int, int]:
+    """Milliseconds and a 12-bit counter that strictly increase within this process.
+
+    RFC 9562 §6.2 method 1: ids made in the same millisecond count up in ``rand_a``, so ids
+    sort in creation order. Redis breaks score ties by member, so this keeps FIFO exact for
+    tasks submitted in the same millisecond.
+    """
+    global _last_ms, _counter
+    with _lock:
+        if now_ms > _last_ms:
+            _last_ms, _counter = now_ms, int.from_bytes(os.urandom(1), "big")  # random start
+        else:
+            _counter += 1
+            if _counter > 0xFFF:  # counter exhausted: borrow the next millisecond
+                _last_ms, _counter = _last_ms + 1, 0
+        return _last_ms, _counter
+
 
 def uuid7(now_ms: int | None = None) -> uuid.UUID:
-    """A UUIDv7: 48 bits of Unix milliseconds, then 74 random bits.
-
-    Ids sort by creation time, which keeps the primary-key index append-mostly and lets
-    cursor pagination walk newest-first by id.
-    """
-    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    rand = int.from_bytes(os.urandom(10), "big")
+    """A UUIDv7: 48 bits of Unix milliseconds, a 12-bit sequence, 62 random bits."""
+    ms, seq = _next_stamp(time.time_ns() // 1_000_000 if now_ms is None else now_ms)
     value = (ms & 0xFFFF_FFFF_FFFF) << 80
     value |= 0x7 << 76  # version
-    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits
+    value |= seq << 64  # rand_a used as a counter
     value |= 0b10 << 62  # variant
-    value |= rand & ((1 << 62) - 1)  # rand_b, 62 bits
+    value |= int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)  # rand_b
     return uuid.UUID(int=value)

@@ -26,6 +26,10 @@ def field_of(error: msgspec.ValidationError, prefix: str = "") -> tuple[str, str
         name = text.split("`")[1] if "`" in text else ""
         path = f"{path}.{name}".lstrip(".")
         text = "unknown field"
+    elif text.startswith("Object missing required field"):
+        name = text.split("`")[1] if "`" in text else ""
+        path = f"{path}.{name}".lstrip(".")
+        text = "required field is missing"
     return ((f"{prefix}.{path}" if path else prefix).strip(".") or "body", text)
 
 
@@ -46,10 +50,29 @@ def decode(body: bytes, kind: type[T], *, prefix: str = "") -> T:
     try:
         return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as e:
+        # msgspec validates while it parses: a syntax error after the first invalid field is
+        # still malformed JSON, and that is the 400 the client must see.
+        _require_well_formed(body)
         field, text = field_of(e, prefix)
         raise validation_error([problem(field, text)]) from e
     except msgspec.DecodeError as e:
-        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {e}") from e
+        raise _malformed(e) from e
+    except RecursionError as e:  # msgspec's nesting limit: valid JSON we refuse to hold
+        field = prefix or "body"
+        raise validation_error([problem(field, "nested too deeply")]) from e
+
+
+def _malformed(error: Exception) -> ApiError:
+    return ApiError(400, "malformed_json", f"the body is not valid JSON: {error}")
+
+
+def _require_well_formed(body: bytes) -> None:
+    try:
+        msgspec.json.decode(body)
+    except msgspec.DecodeError as e:
+        raise _malformed(e) from e
+    except RecursionError:
+        pass  # well-formed as far as we can tell; the validation error stands
 
 
 def convert(obj: Any, kind: type[T], *, prefix: str = "") -> T:

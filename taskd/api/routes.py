@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -16,12 +17,23 @@ from taskd.api.context import ctx, require
 from taskd.api.decode import decode, read_json
 from taskd.api.errors import ApiError, problem, validation_error
 from taskd.api.representation import task_view
-from taskd.api.schemas import STATUSES, BatchResult, BatchSubmission, TaskList, TaskSubmission
+from taskd.api.schemas import (
+    EARLIEST_TIME,
+    LATEST_TIME,
+    STATUSES,
+    BatchResult,
+    BatchSubmission,
+    TaskList,
+    TaskSubmission,
+)
 from taskd.store.tasks import ListFilter
 from taskd.types import TERMINAL, TaskStatus
 
 routes = web.RouteTableDef()
 _encoder = msgspec.json.Encoder()
+# The submission patterns of API.md: a filter that cannot match any task is a client error.
+_TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_QUEUE = re.compile(r"[a-z0-9_-]{1,64}")
 
 
 def json_response(
@@ -41,8 +53,11 @@ def _view(request: web.Request, row: Any, history: list[Any] | None = None) -> A
 
 def _header_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= 255:
-        raise validation_error([problem("Idempotency-Key", "must be 1 to 255 characters")])
+    # isprintable() also refuses the surrogates aiohttp decodes non-UTF-8 header bytes into.
+    if key is not None and not (1 <= len(key) <= 255 and key.isprintable()):
+        raise validation_error(
+            [problem("Idempotency-Key", "must be 1 to 255 printable characters")]
+        )
     return key
 
 
@@ -146,20 +161,31 @@ def _list_filter(request: web.Request, tenant: str | None) -> ListFilter:
         key, sep, value = item.partition(":")
         if not sep or not key:
             raise validation_error([problem("label", "use label=key:value")])
+        if "\x00" in item:
+            raise validation_error([problem("label", "must not contain NUL characters")])
         labels[key] = value
-    limit = int(_number(request, "limit", 100, 1, 500))
+    limit = _number(request, "limit", 100.0, 1, 500)
+    if not limit.is_integer():
+        raise validation_error([problem("limit", "must be a whole number")])
     return ListFilter(
         tenant=tenant,
         status=status,
-        type=q.get("type"),
-        queue=q.get("queue"),
+        type=_pattern_param(request, "type", _TYPE),
+        queue=_pattern_param(request, "queue", _QUEUE),
         dag_id=_uuid_param(request, "dag_id"),
         labels=labels or None,
         created_after=_time_param(request, "created_after"),
         created_before=_time_param(request, "created_before"),
         before_id=_decode_cursor(q.get("cursor")),
-        limit=limit + 1,
+        limit=int(limit) + 1,
     )
+
+
+def _pattern_param(request: web.Request, name: str, pattern: re.Pattern[str]) -> str | None:
+    raw = request.query.get(name)
+    if raw is not None and not pattern.fullmatch(raw):
+        raise validation_error([problem(name, f"must match {pattern.pattern}")])
+    return raw
 
 
 def _number(request: web.Request, name: str, default: float, low: float, high: float) -> float:
@@ -193,7 +219,8 @@ def _time_param(request: web.Request, name: str) -> datetime | None:
         raise validation_error([problem(name, "must be an RFC 3339 time")]) from e
     if value.tzinfo is None:
         raise validation_error([problem(name, "needs a time zone offset")])
-    return value
+    # A bound beyond what the driver can send selects the same rows as the nearest one it can.
+    return min(max(value, EARLIEST_TIME), LATEST_TIME)
 
 
 def _encode_cursor(task_id: uuid.UUID) -> str:

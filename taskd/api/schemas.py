@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -11,8 +11,16 @@ from msgspec import Meta
 TaskType = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
 QueueName = Annotated[str, Meta(pattern=r"^[a-z0-9_-]{1,64}$")]
 Priority = Annotated[int, Meta(ge=-100, le=100)]
-Seconds = Annotated[float, Meta(ge=0)]
+# A century: ``now() + delay`` must stay a time that Postgres and Python can both represent.
+MAX_DELAY_SECONDS = 100 * 365.25 * 86400
+Delay = Annotated[float, Meta(ge=0, le=MAX_DELAY_SECONDS)]
 PositiveSeconds = Annotated[float, Meta(gt=0)]
+# Times the API accepts (run_at) or clamps filters to: what Python, asyncpg and Postgres all
+# represent, with nothing older than the Unix epoch (which also keeps Redis scores sane).
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime.max.replace(tzinfo=UTC)
+# Payload nesting: well below msgspec's recursion limit, so every reader can decode what we store.
+MAX_PAYLOAD_DEPTH = 128
 MaxRetries = Annotated[int, Meta(ge=0, le=100)]
 IdemKey = Annotated[str, Meta(min_length=1, max_length=255)]
 LabelKey = Annotated[str, Meta(min_length=1, max_length=63)]
@@ -45,7 +53,7 @@ class TaskSubmission(msgspec.Struct, forbid_unknown_fields=True):
     payload: Any = msgspec.field(default_factory=dict)
     queue: QueueName = "default"
     priority: Priority = 0
-    delay: Seconds | None = None
+    delay: Delay | None = None
     run_at: datetime | None = None
     max_retries: MaxRetries | None = None
     backoff: BackoffSpec | None = None

@@ -13,7 +13,7 @@ import msgspec
 
 from taskd import metrics
 from taskd.api.errors import ApiError, problem, validation_error
-from taskd.api.schemas import TaskSubmission
+from taskd.api.schemas import EARLIEST_TIME, LATEST_TIME, MAX_PAYLOAD_DEPTH, TaskSubmission
 from taskd.config.settings import Settings
 from taskd.errors import QueueUnavailable
 from taskd.ids import uuid7
@@ -23,6 +23,7 @@ from taskd.store.tasks import Executor, NewTask, TaskStore
 log = logging.getLogger("taskd.api")
 
 _canonical = msgspec.json.Encoder(order="deterministic")
+_NUL = "must not contain NUL characters (\\u0000)"
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,8 @@ class SubmitService:
         self, sub: TaskSubmission, tenant: str, header_key: str | None, prefix: str = ""
     ) -> NewTask:
         """Check what the schema cannot, and build the row to insert."""
-        problems = self._problems(sub, header_key, prefix)
+        encoded = msgspec.json.encode(sub.payload)
+        problems = self._problems(sub, header_key, prefix, encoded)
         if problems:
             raise validation_error(problems)
         key = sub.idempotency_key or header_key
@@ -58,7 +60,9 @@ class SubmitService:
             type=sub.type,
             queue=sub.queue,
             priority=sub.priority,
-            payload=sub.payload,
+            # Raw, not the decoded value: asyncpg would read a list payload as another
+            # dimension of the jsonb[] column array (and JSON null as SQL NULL).
+            payload=msgspec.Raw(encoded),
             labels=sub.labels,
             max_retries=sub.max_retries,
             timeout=sub.timeout,
@@ -71,17 +75,14 @@ class SubmitService:
         )
 
     def _problems(
-        self, sub: TaskSubmission, header_key: str | None, prefix: str
+        self, sub: TaskSubmission, header_key: str | None, prefix: str, encoded: bytes
     ) -> list[dict[str, Any]]:
         p = prefix
-        out = []
-        if sub.delay is not None and sub.run_at is not None:
-            out.append(problem(f"{p}delay", "delay and run_at are mutually exclusive"))
-        if sub.run_at is not None and sub.run_at.tzinfo is None:
-            out.append(problem(f"{p}run_at", "run_at needs a time zone offset (e.g. Z)"))
+        out = _time_problems(sub, p)
         limit = self.settings.api.max_payload_bytes
-        if len(msgspec.json.encode(sub.payload)) > limit:
+        if len(encoded) > limit:
             out.append(problem(f"{p}payload", f"the payload is over the limit of {limit} bytes"))
+        out += _text_problems(sub, p)
         if sub.depends_on:
             out.append(problem(f"{p}depends_on", "task dependencies are not available yet"))
         if header_key and sub.idempotency_key and header_key != sub.idempotency_key:
@@ -144,6 +145,56 @@ class SubmitService:
             log.warning("accepted %d tasks while Redis is unreachable: %s", len(rows), e)
 
 
+def _time_problems(sub: TaskSubmission, p: str) -> list[dict[str, Any]]:
+    out = []
+    if sub.delay is not None and sub.run_at is not None:
+        out.append(problem(f"{p}delay", "delay and run_at are mutually exclusive"))
+    run_at = sub.run_at
+    if run_at is not None and run_at.tzinfo is None:
+        out.append(problem(f"{p}run_at", "run_at needs a time zone offset (e.g. Z)"))
+    elif run_at is not None and not EARLIEST_TIME <= run_at <= LATEST_TIME:
+        out.append(problem(f"{p}run_at", "must be from 1970-01-01 to 9999-12-31 (UTC)"))
+    return out
+
+
+def _text_problems(sub: TaskSubmission, p: str) -> list[dict[str, Any]]:
+    """What Postgres cannot store: NUL in text or jsonb strings, and over-deep payloads."""
+    # Python's "$" also matches before a final newline, so the schema patterns let one through.
+    out = [
+        problem(f"{p}{name}", "must not end with a newline")
+        for name, value in (("type", sub.type), ("queue", sub.queue))
+        if value.endswith("\n")
+    ]
+    depth, nul = _scan(sub.payload)
+    if nul:
+        out.append(problem(f"{p}payload", _NUL))
+    if depth > MAX_PAYLOAD_DEPTH:
+        out.append(problem(f"{p}payload", f"nested deeper than {MAX_PAYLOAD_DEPTH} levels"))
+    if any("\x00" in k or "\x00" in v for k, v in sub.labels.items()):
+        out.append(problem(f"{p}labels", _NUL))
+    if sub.idempotency_key is not None and "\x00" in sub.idempotency_key:
+        out.append(problem(f"{p}idempotency_key", _NUL))
+    return out
+
+
+def _scan(value: Any) -> tuple[int, bool]:
+    """The nesting depth of a decoded JSON value, and whether any string or key holds NUL."""
+    depth, nul = 0, False
+    stack = [(value, 1)]
+    while stack:  # iterative: the value may be nested as deep as msgspec allowed
+        item, level = stack.pop()
+        if isinstance(item, str):
+            nul = nul or "\x00" in item
+        elif isinstance(item, dict):
+            depth = max(depth, level)
+            nul = nul or any("\x00" in k for k in item)
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            depth = max(depth, level)
+            stack.extend((v, level + 1) for v in item)
+    return depth, nul
+
+
 def _notify_problems(sub: TaskSubmission, p: str) -> list[dict[str, Any]]:
     assert sub.notify is not None
     out = []
@@ -151,12 +202,12 @@ def _notify_problems(sub: TaskSubmission, p: str) -> list[dict[str, Any]]:
         if not _plausible_email(addr):
             out.append(problem(f"{p}notify.email[{i}]", "not an email address"))
     hook = sub.notify.webhook
-    if hook is not None and not hook.startswith(("https://", "http://")):
+    if hook is not None and (not hook.startswith(("https://", "http://")) or "\x00" in hook):
         out.append(problem(f"{p}notify.webhook", "must be an http(s) URL"))
     return out
 
 
 def _plausible_email(addr: str) -> bool:
     local, at, domain = addr.rpartition("@")
-    forbidden = set('\r\n<>,;" ')
+    forbidden = set('\r\n<>,;" \x00')
     return bool(at and local and "." in domain and not (set(addr) & forbidden))

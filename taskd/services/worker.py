@@ -28,6 +28,10 @@ from taskd.types import LeasedTask
 log = logging.getLogger("taskd.worker")
 
 
+# Delayed tasks due within this many seconds are waited for with a local timer.
+PRECISE_WAIT = 0.15
+
+
 def make_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
@@ -199,7 +203,8 @@ class Worker:
         return None
 
     async def _idle_wait(self, queue: str, seconds: float) -> None:
-        waiter = asyncio.create_task(self.queue.wait(queue, seconds))
+        """Wait for work, or for the stop signal, whichever comes first."""
+        waiter = asyncio.create_task(self._wait_for_work(queue, seconds))
         stopper = asyncio.create_task(self._stopping.wait())
         done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         for t in (waiter, stopper):
@@ -207,6 +212,20 @@ class Worker:
                 t.cancel()
         if waiter in done and waiter.exception() is not None:
             await asyncio.sleep(min(seconds, 1.0))
+
+    async def _wait_for_work(self, queue: str, seconds: float) -> None:
+        """Block on the queue's wake list, or sleep precisely when a delayed task is due soon.
+
+        Redis checks blocking timeouts on its own timer (every 100 ms at the default hz), so a
+        BLPOP timeout alone would start delayed tasks up to 100 ms late: the last stretch before
+        a due time is slept here instead.
+        """
+        if seconds <= PRECISE_WAIT:
+            await asyncio.sleep(seconds)
+        elif seconds < self.settings.idle_wait_seconds:
+            await self.queue.wait(queue, seconds - PRECISE_WAIT)
+        else:
+            await self.queue.wait(queue, seconds)
 
     def _start(self, task: LeasedTask) -> None:
         ctx = TaskContext(

@@ -22,6 +22,10 @@ for i = 1, #ARGV, 3 do
      and not redis.call('ZSCORE', active, id) then
     if delay > 0 then
       redis.call('ZADD', delayed, (now + delay) * 1000 + rank, id)
+      -- A new earliest due time: wake an idle worker so it re-computes how long to wait.
+      if redis.call('ZRANGE', delayed, 0, 0)[1] == id then
+        woke = true
+      end
     else
       redis.call('ZADD', ready, rank * 1e13 + now + delay, id)
       woke = true

@@ -27,6 +27,9 @@ for i = 2, #ARGV, 4 do
     redis.call('ZREM', active, id)
     if delay > 0 then
       redis.call('ZADD', delayed, (now + delay) * 1000 + rank, id)
+      if redis.call('ZRANGE', delayed, 0, 0)[1] == id then
+        woke = true
+      end
     else
       redis.call('ZADD', ready, rank * 1e13 + now, id)
       woke = true
