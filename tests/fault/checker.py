@@ -40,7 +40,7 @@ async def check_run(pool: asyncpg.Pool, accepted: list[str], exec_log: Path | No
         history[str(h["task_id"])].append(h)
     for tid in accepted:
         _check_task(tid, rows.get(tid), history[tid], report)
-    if exec_log is not None and exec_log.exists():
+    if exec_log is not None:
         _check_executions(exec_log, rows, report)
     return report
 
@@ -70,7 +70,8 @@ def _check_task(
 
 
 def _check_executions(log: Path, rows: dict[str, asyncpg.Record], report: Report) -> None:
-    for line in log.read_text().splitlines():
+    lines = log.read_text().splitlines() if log.exists() else []
+    for line in lines:
         event, tid, attempt, _pid, _ts = line.split()
         if event != "start":
             continue

@@ -39,6 +39,6 @@ async def block(ctx: TaskContext, payload: Any) -> dict[str, Any]:
     """Block the event loop for ``seconds`` on the first attempt (a stalled loop), then return."""
     _log("start", ctx)
     if ctx.attempt == 1:
-        time.sleep(float(payload.get("seconds", 1.0)))
+        time.sleep(float(payload.get("seconds", 1.0)))  # noqa: ASYNC251 - the point of it
     _log("end", ctx)
     return {"attempt": ctx.attempt, "pid": os.getpid()}
