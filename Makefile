@@ -21,14 +21,7 @@ install: $(BIN)/taskd ## Create .venv and install taskd with its dev tools
 run: install ## Start the whole system locally (api, worker, promoter) with config/dev.yaml
 	@$(BIN)/taskd check --config $(CONFIG)
 	@$(BIN)/taskd migrate --config $(CONFIG)
-	@TOKEN=$$($(BIN)/taskd token --config $(CONFIG) --sub dev); \
-	echo; echo "taskd API:  http://127.0.0.1:8080  (OpenAPI: /openapi.json, docs: /docs)"; \
-	echo "dev token:  $$TOKEN"; echo; \
-	echo "try:"; \
-	echo "  curl -s -X POST http://127.0.0.1:8080/v1/tasks -H \"Authorization: Bearer $$TOKEN\" \\"; \
-	echo "       -H 'Content-Type: application/json' -d '{\"type\": \"demo.echo\", \"payload\": {\"hello\": \"world\"}}'"; \
-	echo "  curl -s http://127.0.0.1:8080/v1/tasks/<id>?wait=5 -H \"Authorization: Bearer $$TOKEN\""; \
-	echo
+	@$(BIN)/taskd token --config $(CONFIG) --sub dev --banner
 	exec $(BIN)/taskd --role all --config $(CONFIG)
 
 test: install ## Run the whole test suite against local Postgres and Redis

@@ -117,6 +117,7 @@ async def check(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _token_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--banner", action="store_true", help="print the API URL and curl examples")
     p.add_argument("--sub", default="dev", help="subject (caller)")
     p.add_argument("--tenant", help="tenant (default: the subject)")
     p.add_argument("--scope", default="tasks:read tasks:write", help="space-separated scopes")
@@ -130,18 +131,41 @@ async def token(settings: Settings, args: argparse.Namespace) -> int:
     if not secret:
         print("taskd token needs auth.jwt_secret (HS256) in the configuration", file=sys.stderr)
         return 2
-    print(
-        mint_token(
-            secret,
-            args.sub,
-            tenant=args.tenant,
-            scopes=args.scope.split(),
-            ttl_seconds=args.ttl,
-            audience=settings.auth.audience or None,
-            issuer=settings.auth.issuer or None,
-        )
+    jwt = mint_token(
+        secret,
+        args.sub,
+        tenant=args.tenant,
+        scopes=args.scope.split(),
+        ttl_seconds=args.ttl,
+        audience=settings.auth.audience or None,
+        issuer=settings.auth.issuer or None,
     )
+    print(_banner(settings, jwt) if args.banner else jwt)
     return 0
+
+
+def _banner(settings: Settings, jwt: str) -> str:
+    base = f"http://{settings.api.host}:{settings.api.port}"
+    auth = f'-H "Authorization: Bearer {jwt}"'
+    body = '{"type": "demo.echo", "payload": {"hello": "world"}}'
+    flaky = '{"fail_times": 2}'
+    return "\n".join(
+        [
+            "",
+            f"taskd API   {base}   (OpenAPI {base}/openapi.json, docs {base}/docs)",
+            f"dev token   {jwt}",
+            "",
+            "submit a task:",
+            f"  curl -s -X POST {base}/v1/tasks {auth} -H 'Content-Type: application/json' \\",
+            f"       -d '{body}'",
+            "then wait for it to finish (the id is in the answer):",
+            f"  curl -s '{base}/v1/tasks/<id>?wait=10' {auth}",
+            "or with the CLI, from this directory:",
+            f"  .venv/bin/taskd submit --config config/dev.yaml demo.flaky --payload '{flaky}'",
+            "  .venv/bin/taskd status --config config/dev.yaml <id> --wait 10",
+            "",
+        ]
+    )
 
 
 def _client_args(p: argparse.ArgumentParser) -> None:
@@ -178,16 +202,24 @@ async def _call(
         or (mint_token(settings.auth.jwt_secret, "cli") if settings.auth.jwt_secret else "")
     )
     headers = {"Authorization": f"Bearer {bearer}"}
-    async with (
-        aiohttp.ClientSession() as http,
-        http.request(method, base + path, json=body, headers=headers) as resp,
-    ):
-        text = await resp.text()
+    try:
+        status, text = await _request(method, base + path, body, headers)
+    except aiohttp.ClientError as e:
+        print(f"taskd: cannot reach the API at {base}: {e}", file=sys.stderr)
+        return 3
     try:
         print(json.dumps(json.loads(text), indent=2))
     except ValueError:
         print(text)
-    return 0 if resp.status < 400 else 1
+    return 0 if status < 400 else 1
+
+
+async def _request(method: str, url: str, body: Any, headers: dict[str, str]) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, url, json=body, headers=headers) as resp,
+    ):
+        return resp.status, await resp.text()
 
 
 async def submit(settings: Settings, args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import os
+import sys
 import typing
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -125,6 +127,10 @@ def load_handlers(
     modules: Iterable[str], *, entry_point_group: str = ENTRY_POINT_GROUP
 ) -> Registry:
     """Import handler modules (and entry points); returns what they registered."""
+    # Like `python -m`, resolve modules from the working directory, so `--handlers app.tasks`
+    # works from a project checkout whichever way taskd was installed.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     for module in modules:
         try:
             importlib.import_module(module)

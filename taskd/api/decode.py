@@ -69,10 +69,10 @@ def _malformed(error: Exception) -> ApiError:
 def _require_well_formed(body: bytes) -> None:
     try:
         msgspec.json.decode(body)
+    except (msgspec.ValidationError, RecursionError):
+        pass  # well-formed but out of range or too deep: the validation error stands
     except msgspec.DecodeError as e:
         raise _malformed(e) from e
-    except RecursionError:
-        pass  # well-formed as far as we can tell; the validation error stands
 
 
 def convert(obj: Any, kind: type[T], *, prefix: str = "") -> T:

@@ -84,6 +84,8 @@ async def submit_batch(request: web.Request) -> web.Response:
             sub = decode(raw, TaskSubmission, prefix=f"tasks[{i}]")
             news.append(service.prepare(sub, principal.tenant, None, prefix=f"tasks[{i}]."))
         except ApiError as e:
+            if e.status != 422:  # e.g. invalid UTF-8 inside an item: the body is malformed
+                raise
             details += e.details
             continue
         key = news[-1].idempotency_key
