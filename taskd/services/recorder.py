@@ -92,18 +92,19 @@ class Recorder:
 
     async def _flush(self, batch: list[Pending]) -> None:
         written = await self.store.complete([p.outcome for p in batch])
-        missing = [
-            (p.task.id, p.task.attempt) for p in batch if (p.task.id, p.task.attempt) not in written
-        ]
+        missing = [(p.task.id, p.task.attempt) for p in batch]
+        missing = [key for key in missing if key not in written]
         if missing:
             # Either an earlier try committed (unknown outcome) or the lease was reclaimed.
             recorded = await self.store.recorded_outcomes(missing)
             for p in batch:
                 key = (p.task.id, p.task.attempt)
-                if key in missing and recorded.get(key) == p.outcome.outcome:
+                if key not in written and recorded.get(key) == p.outcome.outcome:
                     written.add(key)
-        ok = [p for p in batch if (p.task.id, p.task.attempt) in written]
-        stale = [p for p in batch if (p.task.id, p.task.attempt) not in written]
+        ok: list[Pending] = []
+        stale: list[Pending] = []
+        for p in batch:
+            (ok if (p.task.id, p.task.attempt) in written else stale).append(p)
         for p in stale:
             metrics.STALE_WRITES.inc()
             log.warning(
@@ -112,10 +113,11 @@ class Recorder:
                 p.task.attempt,
             )
         await self._settle_redis(ok, stale)
-        for p in batch:
+        for p in ok:
             _count(p)
-            if self.on_settled is not None:
-                result = self.on_settled(p.task, p in ok)
+        if self.on_settled is not None:
+            for p in batch:
+                result = self.on_settled(p.task, (p.task.id, p.task.attempt) in written)
                 if result is not None:
                     await result
 
