@@ -29,14 +29,24 @@ REDIS_URL = os.environ.get("TASKD_TEST_REDIS__URL", "redis://127.0.0.1:6379/0")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cpu_seconds(pattern: str) -> float:
-    """Total user+system CPU seconds of processes whose command line matches ``pattern``."""
-    out = subprocess.run(["ps", "-eo", "times=,args="], capture_output=True, text=True).stdout
-    return sum(int(line.split()[0]) for line in out.splitlines() if pattern in line)
+def cpu_seconds(name: str) -> float:
+    """Total user+system CPU seconds of the processes called ``name`` (e.g. postgres)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if text[text.index("(") + 1 : text.rindex(")")] == name:
+            total += proc_cpu(int(stat.parent.name))
+    return total
 
 
 def proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -87,7 +97,7 @@ async def main(n: int, concurrency: int) -> None:
             "TASKD_OPS__PORT": "0",
             "PYTHONPATH": str(ROOT),
         }
-        pg0, redis0 = cpu_seconds("postgres: "), cpu_seconds("redis-server")
+        pg0, redis0 = cpu_seconds("postgres"), cpu_seconds("redis-server")
         worker = subprocess.Popen(
             [
                 sys.executable,
@@ -105,7 +115,7 @@ async def main(n: int, concurrency: int) -> None:
         )
         elapsed = await wait_done(url, n)
         worker_cpu = proc_cpu(worker.pid)
-        pg1, redis1 = cpu_seconds("postgres: "), cpu_seconds("redis-server")
+        pg1, redis1 = cpu_seconds("postgres"), cpu_seconds("redis-server")
         worker.terminate()
         worker.wait(30)
     finally:
