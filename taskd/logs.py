@@ -30,6 +30,20 @@ class JsonFormatter(logging.Formatter):
         return _encoder.encode(doc).decode()
 
 
+class OneLineErrors(logging.Filter):
+    """Fold a library's traceback into its message: an outage is one clear line, not a stack
+    per retry (asyncpg logs every failed attempt to refill its pool with a traceback)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            err = record.exc_info[1]
+            record.msg = f"{record.getMessage()}: {type(err).__name__}: {err}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def setup(level: str = "INFO", json: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
@@ -42,3 +56,4 @@ def setup(level: str = "INFO", json: bool = True) -> None:
     root.setLevel(level.upper())
     # aiohttp's access log is one line per request; the metrics cover it.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("asyncpg.pool").addFilter(OneLineErrors())

@@ -13,6 +13,7 @@ class DatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     max_connections: int = 20
     connect_timeout: float = 5.0
     statement_timeout: float = 30.0
+    application_name: str = "taskd"
 
 
 class RedisSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

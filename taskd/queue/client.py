@@ -30,6 +30,10 @@ def _translated(
             return await fn(*args, **kwargs)
         except (RedisConnectionError, RedisTimeoutError, OSError) as e:
             raise QueueUnavailable(f"Redis is unreachable: {e}") from e
+        except RuntimeError as e:
+            # uvloop reports a write on a connection reset under it as RuntimeError
+            # ("unable to perform operation on <TCPTransport closed=True>").
+            raise QueueUnavailable(f"Redis connection lost: {e}") from e
         except RedisError as e:
             raise ScriptError(f"Redis error: {e}") from e
 

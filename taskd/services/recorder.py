@@ -84,6 +84,12 @@ class Recorder:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            except Exception:
+                # Never let the recorder die: outcomes would pile up unrecorded for good.
+                log.exception("recording %d outcomes failed; retrying", len(batch))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
             if self._outage_logged:
                 log.warning("recording outcomes again")
                 self._outage_logged = False

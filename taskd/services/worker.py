@@ -12,7 +12,7 @@ import secrets
 import socket
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from taskd import metrics
 from taskd.config.settings import RetrySettings, WorkerSettings
@@ -48,8 +48,11 @@ class Held:
 
 @dataclass
 class _Backoff:
+    """Per-loop pause that grows while a dependency is down; ``logged`` is shared by the
+    worker's loops so an outage is logged once per worker, not once per loop."""
+
+    logged: set[str]
     delay: float = 0.05
-    logged: set[str] = field(default_factory=set)
 
     async def pause(self, what: str, error: Exception) -> None:
         if what not in self.logged:
@@ -59,10 +62,10 @@ class _Backoff:
         self.delay = min(self.delay * 2, 5.0)
 
     def reset(self) -> None:
-        if self.logged:
+        if self.delay > 0.05 and self.logged:
             log.warning("leasing resumed")
+            self.logged.clear()
         self.delay = 0.05
-        self.logged.clear()
 
 
 class Worker:
@@ -95,6 +98,8 @@ class Worker:
         self._stopping = asyncio.Event()
         self._handlers: set[asyncio.Task[None]] = set()
         self._defaults = self._run_defaults()
+        self._outages: set[str] = set()
+        self.failure: BaseException | None = None
 
     @property
     def lease_ms(self) -> int:
@@ -125,6 +130,8 @@ class Worker:
             asyncio.create_task(self.recorder.run(), name="recorder"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
         ]
+        for t in background:
+            t.add_done_callback(self._background_ended)
         loops = [
             asyncio.create_task(self._lease_loop(q), name=f"lease-{q}")
             for q in self.settings.queues
@@ -139,6 +146,18 @@ class Worker:
                 t.cancel()
             await asyncio.gather(*loops, *background, return_exceptions=True)
         log.info("worker %s stopped", self.id)
+        if self.failure is not None:
+            raise self.failure
+
+    def _background_ended(self, task: asyncio.Task[None]) -> None:
+        """A loop that must run forever ended: stop the worker so it is restarted, loudly."""
+        if task.cancelled() or self._stopping.is_set():
+            return
+        self.failure = task.exception() or RuntimeError(f"{task.get_name()} loop ended")
+        log.critical(
+            "worker %s: the %s loop died, stopping", self.id, task.get_name(), exc_info=self.failure
+        )
+        self.stop()
 
     async def _drain(self) -> None:
         """SIGTERM: let handlers finish within the grace period, then interrupt the rest."""
@@ -155,7 +174,7 @@ class Worker:
                 await self.recorder.drained()
 
     async def _lease_loop(self, queue: str) -> None:
-        backoff = _Backoff()
+        backoff = _Backoff(self._outages)
         while not self._stopping.is_set():
             taken = await self.slots.take(self.settings.lease_batch)
             if self._stopping.is_set():
@@ -278,6 +297,8 @@ class Worker:
                 await self.heartbeat()
             except DependencyUnavailable as e:
                 log.warning("heartbeat failed: %s", e)
+            except Exception:
+                log.exception("heartbeat failed")
 
     async def heartbeat(self) -> None:
         """Extend every held lease; a lease taken over by another worker cancels its handler."""

@@ -56,7 +56,7 @@ async def create_pool(settings: DatabaseSettings, *, url: str | None = None) -> 
             timeout=settings.connect_timeout,
             command_timeout=settings.statement_timeout,
             init=_init_connection,
-            server_settings={"application_name": "taskd"},
+            server_settings={"application_name": settings.application_name},
         )
     except CONNECTION_ERRORS as e:
         raise DatabaseUnavailable(f"PostgreSQL is unreachable: {e}") from e
