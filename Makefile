@@ -34,7 +34,10 @@ lint: install ## ruff (lint and format check)
 type: install ## mypy --strict
 	$(BIN)/mypy
 
+chaos: install ## Randomized fault soak (MINUTES=3): kills, Redis loss, outages; prints a table
+	$(BIN)/python -m tests.fault.chaos --minutes $${MINUTES:-3}
+
 bench: install ## Benchmarks that print their figures
 	$(BIN)/python -m bench.throughput
 
-.PHONY: help install run test lint type bench
+.PHONY: help install run test lint type bench chaos

@@ -157,3 +157,37 @@ async def test_retries_follow_backoff_bounds(
     for gap, expected in zip(gaps, [0.2, 0.4, 0.5], strict=True):
         assert gap >= expected - 0.01, (gaps, expected)
         assert gap < expected + 0.5, (gaps, expected)
+
+
+async def test_fence_holds_after_redis_lost_everything(
+    settings: Settings, store: TaskStore, queue: RedisQueue, queue_name: str
+) -> None:
+    """Redis is flushed under a stalled worker; its task is rescued and run again. The stale
+    worker's heartbeat and its retry write are both rejected: the fence lives in Postgres."""
+    from taskd.clock import FakeClock
+    from taskd.services.maintenance import Reconciler, Rescuer
+    from tests.integration.test_promoter import forget_queue
+
+    [tid] = await submit(store, queue, new_task(queue_name))
+    leased = await queue.lease(queue_name, 1, "stale:1", 60_000)
+    [stale] = await store.flip_running(leased.ids, leased.tokens, "stale", DEFAULTS)
+    await forget_queue(queue, queue_name)
+    rescuer = Rescuer(store, queue, lease_seconds=0, max_retries_default=3, clock=FakeClock())
+    assert await rescuer.run_once() == 1
+    await Reconciler(store, queue, grace_seconds=0).run_once()
+    fresh = await queue.lease(queue_name, 1, "fresh:1", 60_000)
+    [new] = await store.flip_running(fresh.ids, fresh.tokens, "fresh", DEFAULTS)
+    assert new.attempt == 2
+    assert await queue.extend(queue_name, [(tid, stale.lease_token)], 60_000) == [0]
+
+    settled: list[bool] = []
+    recorder = Recorder(store, queue, on_settled=lambda t, ok: settled.append(ok))
+    runner = asyncio.create_task(recorder.run())
+    err = {"type": "RuntimeError", "message": "late", "retryable": True}
+    recorder.submit(stale, AttemptOutcome(tid, 1, "PENDING", "ERROR", error=err, delay=1.0))
+    await asyncio.wait_for(recorder.drained(), 10)
+    runner.cancel()
+    assert settled == [False]
+    row = await store.get(uuid.UUID(tid), None)
+    assert (row["status"], row["attempt"], row["lease_token"]) == ("RUNNING", 2, new.lease_token)
+    assert await queue.tracked(queue_name, tid) == "active"  # the new holder's lease is intact
