@@ -9,6 +9,7 @@ class Slots:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.used = 0
+        self.closed = False
         self._freed = asyncio.Event()
 
     @property
@@ -16,10 +17,15 @@ class Slots:
         return max(self.capacity - self.used, 0)
 
     async def take(self, most: int) -> int:
-        """Wait until a slot is free, then take up to ``most`` of the free ones."""
-        while self.free == 0:
+        """Wait until a slot is free, then take up to ``most`` of the free ones.
+
+        Returns 0 once the pool is closed (the worker is stopping).
+        """
+        while self.free == 0 and not self.closed:
             self._freed.clear()
             await self._freed.wait()
+        if self.closed:
+            return 0
         n = min(most, self.free)
         self.used += n
         return n
@@ -30,6 +36,11 @@ class Slots:
         self.used -= n
         # Wake every waiting lease loop: without this a loop parked on a full pool never
         # learns that slots came back (shared/PERF.md, item 3).
+        self._freed.set()
+
+    def close(self) -> None:
+        """Release every waiter: no more slots will be handed out."""
+        self.closed = True
         self._freed.set()
 
     def resize(self, capacity: int) -> None:

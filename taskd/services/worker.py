@@ -118,6 +118,7 @@ class Worker:
     def stop(self) -> None:
         """Stop leasing; ``run`` then drains and returns."""
         self._stopping.set()
+        self.slots.close()
 
     async def run(self) -> None:
         log.info(
@@ -177,7 +178,7 @@ class Worker:
         backoff = _Backoff(self._outages)
         while not self._stopping.is_set():
             taken = await self.slots.take(self.settings.lease_batch)
-            if self._stopping.is_set():
+            if taken == 0 or self._stopping.is_set():
                 self.slots.give(taken)
                 return
             try:

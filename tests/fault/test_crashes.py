@@ -205,3 +205,38 @@ async def test_redis_flushall_and_restart_mid_run(
     report = await check_run(fstore.pool, accepted, exec_log)
     assert report.problems == []
     assert report.succeeded == len(accepted)
+
+
+async def test_sigterm_with_every_slot_busy_honours_the_grace_period(
+    database: str,
+    redis_server: RedisServer,
+    fstore: TaskStore,
+    fqueue: RedisQueue,
+    exec_log: Path,
+    queue_name: str,
+) -> None:
+    """Lease loops parked on a full slot pool must not hold shutdown past the grace period."""
+    env = role_env(
+        database,
+        redis_server.url,
+        queue_name,
+        exec_log,
+        WORKER__CONCURRENCY="2",
+        WORKER__SHUTDOWN_GRACE_SECONDS="0.5",
+    )
+    await submit(
+        fstore,
+        fqueue,
+        *[new_task(queue_name, "fault.work", payload={"seconds": 30}) for _ in range(3)],
+    )
+    with processes() as procs:
+        worker = Taskd(["worker"], env, "worker").start()
+        procs.append(worker)
+        await eventually(lambda: _exactly(fstore, "RUNNING", 2), timeout=10)
+        started = time.monotonic()
+        worker.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(worker.wait, 20) == 0
+        assert time.monotonic() - started < 10
+    assert await count(fstore, "PENDING") == 3
+    lost = await fstore.pool.fetchval("SELECT count(*) FROM attempts WHERE outcome = 'LOST'")
+    assert lost == 2
