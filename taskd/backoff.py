@@ -23,17 +23,19 @@ class Backoff(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def ceiling(self, attempt: int) -> float:
         """The delay before retrying after failed attempt ``attempt`` (1-based), before jitter."""
-        exponent = max(attempt - 1, 0)
-        # Clamp the exponent first: factor ** 10_000 would overflow a float.
-        if self.factor > 1 and self.base > 0:
-            limit = self.max / self.base
-            grown = 1.0
-            for _ in range(exponent):
-                grown *= self.factor
-                if grown >= limit:
-                    return self.max
-            return min(self.max, self.base * grown)
-        return min(self.max, self.base * (self.factor**exponent))
+        if self.base <= 0:
+            return 0.0
+        if self.factor <= 1:
+            return min(self.max, self.base)
+        # Grow step by step and stop at the cap: factor ** 10_000 would overflow a float, and
+        # attempt numbers keep counting across redrives.
+        limit = self.max / self.base
+        grown = 1.0
+        for _ in range(max(attempt - 1, 0)):
+            grown *= self.factor
+            if grown >= limit:
+                return self.max
+        return min(self.max, self.base * grown)
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """The delay in seconds; with full jitter, uniform in ``[0, ceiling]``."""

@@ -60,8 +60,8 @@ class SubmitService:
             type=sub.type,
             queue=sub.queue,
             priority=sub.priority,
-            # Raw, not the decoded value: asyncpg would read a list payload as another
-            # dimension of the jsonb[] column array (and JSON null as SQL NULL).
+            # The bytes as sent: a JSON null payload stays JSON null (the store binds None
+            # as SQL NULL), and nothing is decoded and encoded again.
             payload=msgspec.Raw(encoded),
             labels=sub.labels,
             max_retries=sub.max_retries,
@@ -158,7 +158,8 @@ def _time_problems(sub: TaskSubmission, p: str) -> list[dict[str, Any]]:
 
 
 def _text_problems(sub: TaskSubmission, p: str) -> list[dict[str, Any]]:
-    """What Postgres cannot store: NUL in text or jsonb strings, and over-deep payloads."""
+    """Text the schema lets through but storage must not get: NUL (Postgres refuses it in text
+    and jsonb), over-deep payloads, and names with a trailing newline."""
     # Python's "$" also matches before a final newline, so the schema patterns let one through.
     out = [
         problem(f"{p}{name}", "must not end with a newline")

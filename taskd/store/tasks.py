@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
+import msgspec
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -20,6 +21,7 @@ from taskd.store.queries import load
 from taskd.types import LeasedTask
 
 Q = load("tasks.sql")
+_encoder = msgspec.json.Encoder()
 
 Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 Executor: TypeAlias = "asyncpg.Pool | Connection"
@@ -161,8 +163,8 @@ class TaskStore:
             [x.id for x in o],
             [x.attempt for x in o],
             [x.status for x in o],
-            [x.result for x in o],
-            [x.error for x in o],
+            [_json(x.result) for x in o],
+            [_json(x.error) for x in o],
             [x.delay for x in o],
             [x.outcome for x in o],
         )
@@ -205,6 +207,15 @@ class TaskStore:
         return [r["name"] for r in await self.pool.fetch(Q["known_queues"])]
 
 
+def _json(value: Any) -> msgspec.Raw | None:
+    """Pre-encode a value bound into a ``jsonb[]`` parameter.
+
+    asyncpg would read a Python list inside an array parameter as one more array dimension
+    (a handler returning ``[1, 2]`` broke the whole batched write); encoded JSON is opaque to it.
+    """
+    return None if value is None else msgspec.Raw(_encoder.encode(value))
+
+
 def _columns(tasks: Sequence[NewTask]) -> list[list[Any]]:
     t = tasks
     return [
@@ -213,16 +224,16 @@ def _columns(tasks: Sequence[NewTask]) -> list[list[Any]]:
         [x.type for x in t],
         [x.queue for x in t],
         [x.priority for x in t],
-        [x.payload for x in t],
-        [x.labels for x in t],
+        [_json(x.payload) for x in t],
+        [_json(x.labels) for x in t],
         [x.max_retries for x in t],
         [x.timeout for x in t],
-        [x.backoff for x in t],
+        [_json(x.backoff) for x in t],
         [x.run_at for x in t],
         [x.delay for x in t],
         [x.idempotency_key for x in t],
         [x.request_hash for x in t],
-        [x.notify for x in t],
+        [_json(x.notify) for x in t],
     ]
 
 

@@ -72,3 +72,21 @@ async def test_timeout_is_retried_then_recorded(
     assert row["status"] == "FAILED"
     history = await store.attempts(uuid.UUID(tid))
     assert [h["outcome"] for h in history] == ["TIMEOUT", "TIMEOUT"]
+
+
+async def test_any_json_result_is_recorded(
+    settings: Settings, store: TaskStore, queue: RedisQueue, queue_name: str
+) -> None:
+    """Lists, strings, numbers and null as results and payloads, recorded in one batch."""
+    values: list[Any] = [[1, 2], ["ab"], "text", 3.5, None, {"nested": [[]]}, [], True]
+
+    async def echo(ctx: TaskContext, payload: Any) -> Any:
+        return payload["value"]
+
+    tids = await submit(
+        store, queue, *[new_task(queue_name, "t.echo", payload={"value": v}) for v in values]
+    )
+    async with running_worker(settings, store, queue, registry_of(t__echo=echo)):
+        rows = [await wait_terminal(store, tid) for tid in tids]
+    assert [r["status"] for r in rows] == ["SUCCESS"] * len(values)
+    assert [r["result"] for r in rows] == values
