@@ -38,7 +38,7 @@ class BackoffSpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     jitter: Literal["full", "none"] | None = None
 
 
-class NotifySpec(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+class NotifySpec(msgspec.Struct, forbid_unknown_fields=True):
     on: list[Literal["SUCCESS", "FAILED"]] = msgspec.field(
         default_factory=lambda: ["SUCCESS", "FAILED"]
     )
