@@ -21,8 +21,12 @@ install: $(BIN)/taskd ## Create .venv and install taskd with its dev tools
 run: install ## Start the whole system locally (api, worker, promoter) with config/dev.yaml
 	@$(BIN)/taskd check --config $(CONFIG)
 	@$(BIN)/taskd migrate --config $(CONFIG)
+	@$(BIN)/python scripts/local_kafka.py $(CONFIG)
 	@$(BIN)/taskd token --config $(CONFIG) --sub dev --banner
 	exec $(BIN)/taskd --role all --config $(CONFIG)
+
+stop-kafka: ## Stop the local Kafka-protocol broker that `make run` started
+	@test -f .run/tansu.pid && kill $$(cat .run/tansu.pid) && rm .run/tansu.pid || echo "no local broker running"
 
 test: install ## Run the whole test suite against local Postgres and Redis
 	$(BIN)/pytest -q $(PYTEST_ARGS)
@@ -40,4 +44,4 @@ chaos: install ## Randomized fault soak (MINUTES=3): kills, Redis loss, outages;
 bench: install ## Benchmarks that print their figures
 	$(BIN)/python -m bench.throughput
 
-.PHONY: help install run test lint type bench chaos
+.PHONY: help install run stop-kafka test lint type bench chaos

@@ -14,7 +14,7 @@ from taskd import logs
 from taskd.config import Settings, load_settings
 from taskd.errors import ConfigError, DependencyUnavailable, HandlerError
 
-COMMANDS = ("migrate", "token", "submit", "status", "check")
+COMMANDS = ("migrate", "token", "submit", "status", "check", "dlq")
 
 START_HINTS = {
     "postgres": "start it with: "

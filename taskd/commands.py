@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 
+from taskd import dlq_cli
 from taskd.config import Settings, load_settings
 from taskd.errors import DependencyUnavailable
 
@@ -245,4 +246,5 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[..
     "token": (_token_args, token),
     "submit": (_submit_args, submit),
     "status": (_status_args, status),
+    "dlq": (dlq_cli.setup, dlq_cli.main),
 }

@@ -30,6 +30,10 @@ class QueueUnavailable(DependencyUnavailable):
     """Redis cannot be reached."""
 
 
+class SinkUnavailable(DependencyUnavailable):
+    """The dead-letter sink (Kafka or RabbitMQ) cannot be reached or did not confirm."""
+
+
 class LeaseLost(TaskdError):
     """The lease is held by another worker (or was reclaimed)."""
 

@@ -60,6 +60,8 @@ class LeasedTask(msgspec.Struct, frozen=True):
     backoff: dict[str, Any] | None
     lease_token: str
     tenant: str
+    waited: float = 0.0  # seconds from when this attempt was due (run_at) to its start
+    has_parents: bool = False  # a DAG child: the worker fetches ctx.parent_results
 
     @property
     def attempts_left(self) -> int:

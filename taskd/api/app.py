@@ -9,10 +9,12 @@ from aiohttp import web
 
 from taskd import metrics
 from taskd.api.context import CONTEXT, ApiContext
+from taskd.api.dag_routes import routes as dag_routes
 from taskd.api.errors import make_error_middleware
 from taskd.api.openapi import docs_page, openapi_json
 from taskd.api.ops import add_ops_routes
 from taskd.api.routes import routes
+from taskd.api.tracing import request_context
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -38,10 +40,15 @@ async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
 def create_app(context: ApiContext) -> web.Application:
     app = web.Application(
         client_max_size=context.settings.api.max_body_bytes,
-        middlewares=[measure, make_error_middleware(context.settings.api.retry_after_seconds)],
+        middlewares=[
+            request_context,
+            measure,
+            make_error_middleware(context.settings.api.retry_after_seconds),
+        ],
     )
     app[CONTEXT] = context
     app.add_routes(routes)
+    app.add_routes(dag_routes)
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/docs", docs_page)
     add_ops_routes(app, {"postgres": context.store.ping, "redis": context.queue.ping})

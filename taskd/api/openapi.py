@@ -10,7 +10,15 @@ import msgspec
 from aiohttp import web
 
 from taskd import __version__
-from taskd.api.schemas import BatchResult, ErrorResponse, TaskList, TaskSubmission, TaskView
+from taskd.api.schemas import (
+    BatchResult,
+    DagTaskSubmission,
+    DagView,
+    ErrorResponse,
+    TaskList,
+    TaskSubmission,
+    TaskView,
+)
 
 _REF = "#/components/schemas/{name}"
 
@@ -130,16 +138,62 @@ def _paths() -> dict[str, Any]:
                 ],
             )
         },
+        **_dag_paths(task_id),
         "/healthz": {"get": _op("Liveness", None, plain)},
         "/readyz": {"get": _op("Readiness: Postgres and Redis answer", None, plain)},
         "/metrics": {"get": _op("Prometheus metrics", None, plain)},
     }
 
 
+def _dag_paths(task_id: dict[str, Any]) -> dict[str, Any]:
+    dag_id = {**task_id, "description": "DAG id"}
+    dag_body = {"required": True, **_json(_ref("DagSubmissionDoc"))}
+    return {
+        "/v1/dlq": {
+            "get": _op(
+                "Dead letters: FAILED tasks, newest first (filters and cursor as /v1/tasks)",
+                "tasks:read",
+                {"200": {"description": "a page", **_json(_ref("TaskList"))}},
+            )
+        },
+        "/v1/tasks/{id}/retry": {
+            "post": _op(
+                "Redrive a FAILED, CANCELLED or UPSTREAM_FAILED task (fresh attempt budget)",
+                "tasks:write",
+                {"200": {"description": "the task, back to work", **_json(_ref("TaskView"))}},
+                parameters=[task_id],
+            )
+        },
+        "/v1/dags": {
+            "post": _op(
+                "Submit a DAG: all tasks and edges, or nothing",
+                "tasks:write",
+                {"201": {"description": "created", **_json(_ref("DagView"))}},
+                requestBody=dag_body,
+            )
+        },
+        "/v1/dags/{id}": {
+            "get": _op(
+                "A DAG: tasks by key, edges, aggregate status",
+                "tasks:read",
+                {"200": {"description": "the DAG", **_json(_ref("DagView"))}},
+                parameters=[dag_id],
+            )
+        },
+    }
+
+
+class DagSubmissionDoc(msgspec.Struct):
+    """The documented shape of POST /v1/dags (items are decoded one by one)."""
+
+    name: str
+    tasks: list[DagTaskSubmission]
+
+
 @cache
 def document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
-        [TaskSubmission, TaskView, TaskList, BatchResult, ErrorResponse],
+        [TaskSubmission, TaskView, TaskList, BatchResult, ErrorResponse, DagSubmissionDoc, DagView],
         ref_template=_REF,
     )
     return {

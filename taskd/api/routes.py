@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import re
 import uuid
 from datetime import datetime
@@ -16,6 +17,7 @@ from aiohttp import web
 from taskd.api.context import ctx, require
 from taskd.api.decode import decode, read_json
 from taskd.api.errors import ApiError, problem, validation_error
+from taskd.api.graphs import GraphService
 from taskd.api.representation import task_view
 from taskd.api.schemas import (
     EARLIEST_TIME,
@@ -67,7 +69,11 @@ async def submit_task(request: web.Request) -> web.Response:
     sub = decode(await read_json(request), TaskSubmission)
     service = ctx(request).submit
     new = service.prepare(sub, principal.tenant, _header_key(request))
-    done = await service.submit_one(new)
+    if sub.depends_on:
+        graphs = GraphService(service)
+        done = await graphs.submit_task(principal.tenant, new, list(sub.depends_on))
+    else:
+        done = await service.submit_one(new)
     if done.replayed:
         return json_response(_view(request, done.row), 200, {"Idempotent-Replayed": "true"})
     return json_response(_view(request, done.row), 201)
@@ -82,7 +88,9 @@ async def submit_batch(request: web.Request) -> web.Response:
     for i, raw in enumerate(batch.tasks):
         try:
             sub = decode(raw, TaskSubmission, prefix=f"tasks[{i}]")
-            news.append(service.prepare(sub, principal.tenant, None, prefix=f"tasks[{i}]."))
+            news.append(
+                service.prepare(sub, principal.tenant, None, f"tasks[{i}].", dependencies=False)
+            )
         except ApiError as e:
             if e.status != 422:  # e.g. invalid UTF-8 inside an item: the body is malformed
                 raise
@@ -144,7 +152,18 @@ async def _wait_terminal(
 @routes.get("/v1/tasks")
 async def list_tasks(request: web.Request) -> web.Response:
     principal = await require(request, "tasks:read")
+    return await _page(request, _list_filter(request, principal.tenant_filter()))
+
+
+@routes.get("/v1/dlq")
+async def list_dead_letters(request: web.Request) -> web.Response:
+    """FAILED tasks, newest first, paginated and filtered like GET /v1/tasks."""
+    principal = await require(request, "tasks:read")
     f = _list_filter(request, principal.tenant_filter())
+    return await _page(request, dataclasses.replace(f, status="FAILED"))
+
+
+async def _page(request: web.Request, f: ListFilter) -> web.Response:
     rows = await ctx(request).store.list_tasks(f)
     more = len(rows) > f.limit - 1
     rows = rows[: f.limit - 1]

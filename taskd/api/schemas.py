@@ -131,3 +131,31 @@ class ErrorBody(msgspec.Struct):
 
 class ErrorResponse(msgspec.Struct):
     error: ErrorBody
+
+
+DagKey = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
+
+
+class DagTaskSubmission(TaskSubmission, kw_only=True):
+    """A task of a DAG: the task fields plus its ``key``; ``depends_on`` names keys or ids."""
+
+    key: DagKey
+
+
+class DagSubmission(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, Meta(min_length=1, max_length=200)]
+    tasks: Annotated[list[msgspec.Raw], Meta(min_length=1, max_length=10_000)]
+
+
+class EdgeView(msgspec.Struct, rename={"parent": "from", "child": "to"}):
+    parent: str
+    child: str
+
+
+class DagView(msgspec.Struct):
+    id: str
+    name: str
+    status: Literal["RUNNING", "SUCCESS", "FAILED"]
+    created_at: str
+    tasks: dict[str, TaskView]
+    edges: list[EdgeView] | msgspec.UnsetType = msgspec.UNSET

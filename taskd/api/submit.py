@@ -45,11 +45,24 @@ class SubmitService:
         self.settings = settings
 
     def prepare(
-        self, sub: TaskSubmission, tenant: str, header_key: str | None, prefix: str = ""
+        self,
+        sub: TaskSubmission,
+        tenant: str,
+        header_key: str | None,
+        prefix: str = "",
+        *,
+        dependencies: bool = True,
     ) -> NewTask:
         """Check what the schema cannot, and build the row to insert."""
         encoded = msgspec.json.encode(sub.payload)
         problems = self._problems(sub, header_key, prefix, encoded)
+        if sub.depends_on and not dependencies:
+            problems.append(
+                problem(
+                    f"{prefix}depends_on",
+                    "not accepted in a batch: submit graphs with POST /v1/dags",
+                )
+            )
         if problems:
             raise validation_error(problems)
         key = sub.idempotency_key or header_key
@@ -83,8 +96,6 @@ class SubmitService:
         if len(encoded) > limit:
             out.append(problem(f"{p}payload", f"the payload is over the limit of {limit} bytes"))
         out += _text_problems(sub, p)
-        if sub.depends_on:
-            out.append(problem(f"{p}depends_on", "task dependencies are not available yet"))
         if header_key and sub.idempotency_key and header_key != sub.idempotency_key:
             out.append(problem(f"{p}idempotency_key", "differs from the Idempotency-Key header"))
         if sub.notify is not None:
@@ -94,11 +105,11 @@ class SubmitService:
     async def submit_one(self, new: NewTask) -> Submitted:
         rows = await self.store.insert([new])
         if rows:
-            await self._enqueue(rows)
+            await self.enqueue_pending(rows)
             return Submitted(rows[0], replayed=False)
-        return Submitted(await self._replay(new), replayed=True)
+        return Submitted(await self.replay(new), replayed=True)
 
-    async def _replay(self, new: NewTask, conn: Executor | None = None) -> asyncpg.Record:
+    async def replay(self, new: NewTask, conn: Executor | None = None) -> asyncpg.Record:
         assert new.idempotency_key is not None  # only keyed inserts can conflict
         found = await self.store.find_idempotent(new.tenant, [new.idempotency_key], conn)
         if not found:  # the original was pruned between the two statements
@@ -123,20 +134,24 @@ class SubmitService:
                     result.append(by_id[new.id])
                     continue
                 try:
-                    result.append(await self._replay(new, conn))
+                    result.append(await self.replay(new, conn))
                 except ApiError as e:  # leaving the block rolls the whole batch back
                     e.details = [problem(f"tasks[{i}].idempotency_key", e.message)]
                     raise
-        await self._enqueue(rows)
+        await self.enqueue_pending(rows)
         return result
 
-    async def _enqueue(self, rows: Sequence[asyncpg.Record]) -> None:
+    async def enqueue_pending(self, rows: Sequence[asyncpg.Record]) -> None:
         by_queue: dict[str, list[Enqueue]] = {}
+        debug = log.isEnabledFor(logging.DEBUG)
         for r in rows:
-            by_queue.setdefault(r["queue"], []).append(
-                Enqueue(str(r["id"]), r["priority"], int(r["delay_ms"]))
-            )
-            metrics.TASKS_SUBMITTED.labels(r["queue"], r["type"]).inc()
+            if r["status"] == "PENDING":  # WAITING children are queued when released
+                by_queue.setdefault(r["queue"], []).append(
+                    Enqueue(str(r["id"]), r["priority"], int(r["delay_ms"]))
+                )
+            metrics.task_series(r["queue"], r["type"]).submitted.inc()
+            if debug:  # joins the request's ids to the task's (see taskd.logs)
+                log.debug("task submitted", extra={"task_id": str(r["id"]), "type": r["type"]})
         try:
             for queue, items in by_queue.items():
                 await self.queue.enqueue(queue, items)

@@ -70,6 +70,27 @@ class PromoterSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     queues_refresh_seconds: float = 10.0
 
 
+class DlqSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Dead letters: the outbox is always written; this says where the promoter sends it."""
+
+    sink: str = "kafka"  # kafka | rabbitmq | none (rows wait in the outbox)
+    topic: str = "taskd.dlq"
+    bootstrap_servers: str = "127.0.0.1:9092"
+    # The outbox and the task-id key already make delivery safe; turn this off only for brokers
+    # without InitProducerId (e.g. tansu's memory storage in tests).
+    idempotent_producer: bool = True
+    security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    sasl_mechanism: str = ""  # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+    sasl_username: str = ""
+    sasl_password: str = ""
+    ssl_cafile: str = ""
+    publish_timeout_seconds: float = 10.0
+    batch_size: int = 100
+    interval_seconds: float = 1.0
+    retry_base_seconds: float = 1.0
+    retry_max_seconds: float = 300.0
+
+
 class OpsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The /metrics, /healthz, /readyz server of roles other than api."""
 
@@ -90,5 +111,6 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     retry: RetrySettings = RetrySettings()
     worker: WorkerSettings = WorkerSettings()
     promoter: PromoterSettings = PromoterSettings()
+    dlq: DlqSettings = DlqSettings()
     ops: OpsSettings = OpsSettings()
     log: LogSettings = LogSettings()

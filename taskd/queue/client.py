@@ -69,6 +69,16 @@ class QueueDepth:
     active: int
 
 
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """A queue's depth by state (due tasks count as ready) and its oldest due task's wait."""
+
+    ready: int
+    delayed: int
+    active: int
+    oldest_ready_age: float  # seconds; 0 when nothing is due
+
+
 class RedisQueue:
     """All queue operations of DESIGN §4. Every state change is one script call."""
 
@@ -175,6 +185,15 @@ class RedisQueue:
             pipe.zcard(k.active)
             ready, delayed, active = await pipe.execute()
         return QueueDepth(ready=int(ready), delayed=int(delayed), active=int(active))
+
+    @_translated
+    async def stats(self, queue: str) -> QueueStats:
+        """Depth by state and oldest-ready age, read in one script by Redis' own clock."""
+        k = QueueKeys(queue)
+        ready, delayed, active, age_ms = await self._scripts.call(
+            "stats", [k.ready, k.delayed, k.active], []
+        )
+        return QueueStats(int(ready), int(delayed), int(active), int(age_ms) / 1000)
 
     @_translated
     async def tracked(self, queue: str, task_id: str) -> str | None:

@@ -50,11 +50,12 @@ class Reaper:
     async def run_once(self) -> int:
         reaped = 0
         for name in await self.store.known_queues():
+            counter = metrics.LEASES_REAPED.labels(name)  # exported as 0 before the first reap
             leases = await self.queue.reap(name, self.batch)
             if not leases:
                 continue
             reaped += len(leases)
-            metrics.LEASES_REAPED.labels(name).inc(len(leases))
+            counter.inc(len(leases))
             doc = error_doc("LeaseExpired", "the worker's lease expired before it finished", True)
             rows = await self.store.lose_attempts(leases, doc, self.max_retries_default)
             await enqueue_all(self.queue, (r for r, status in rows if status == "PENDING"))

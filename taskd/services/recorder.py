@@ -13,10 +13,11 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from taskd import metrics
+from taskd import logs, metrics
 from taskd.errors import DependencyUnavailable
 from taskd.queue.client import RedisQueue, Requeue
-from taskd.store.tasks import AttemptOutcome, TaskStore
+from taskd.services.maintenance import enqueue_all
+from taskd.store.tasks import AttemptOutcome, Requeueable, TaskStore
 from taskd.types import LeasedTask, TaskStatus
 
 log = logging.getLogger("taskd.worker")
@@ -97,7 +98,8 @@ class Recorder:
             del self._pending[: len(batch)]
 
     async def _flush(self, batch: list[Pending]) -> None:
-        written = await self.store.complete([p.outcome for p in batch])
+        done = await self.store.complete([p.outcome for p in batch])
+        written = done.written
         missing = [(p.task.id, p.task.attempt) for p in batch]
         missing = [key for key in missing if key not in written]
         if missing:
@@ -112,13 +114,17 @@ class Recorder:
         for p in batch:
             (ok if (p.task.id, p.task.attempt) in written else stale).append(p)
         for p in stale:
+            t = p.task
             metrics.STALE_WRITES.inc()
             log.warning(
                 "dropped the outcome of task %s attempt %d: its lease was reclaimed",
-                p.task.id,
-                p.task.attempt,
+                t.id,
+                t.attempt,
+                extra=logs.task_fields(t.id, t.attempt, t.queue, t.type),
             )
         await self._settle_redis(ok, stale)
+        if done.released:
+            await self._enqueue_released(done.released)
         for p in ok:
             _count(p)
         if self.on_settled is not None:
@@ -126,6 +132,13 @@ class Recorder:
                 result = self.on_settled(p.task, (p.task.id, p.task.attempt) in written)
                 if result is not None:
                     await result
+
+    async def _enqueue_released(self, released: list[Requeueable]) -> None:
+        """Children whose last parent just succeeded; if Redis is down, reconcile queues them."""
+        try:
+            await enqueue_all(self.queue, released)
+        except DependencyUnavailable as e:
+            log.warning("could not queue %d released tasks (reconcile will): %s", len(released), e)
 
     async def _settle_redis(self, ok: list[Pending], stale: list[Pending]) -> None:
         """Ack finished tasks and schedule retries. Best effort: Postgres already holds the
@@ -153,11 +166,11 @@ class Recorder:
 
 
 def _count(p: Pending) -> None:
-    labels = (p.task.queue, p.task.type)
+    series = metrics.task_series(p.task.queue, p.task.type)
     status = p.outcome.status
     if status == TaskStatus.SUCCESS.value:
-        metrics.TASKS_SUCCEEDED.labels(*labels).inc()
+        series.succeeded.inc()
     elif status == TaskStatus.FAILED.value:
-        metrics.TASKS_FAILED.labels(*labels).inc()
+        series.failed.inc()
     else:
-        metrics.TASKS_RETRIED.labels(*labels).inc()
+        series.retried.inc()

@@ -30,6 +30,13 @@ class Runner:
         self.default_backoff = default_backoff
 
     async def run(self, task: LeasedTask, ctx: TaskContext) -> AttemptOutcome:
+        """Run one attempt; logs its start and end (the task fields come from the log context)."""
+        log.debug("attempt started")
+        outcome = await self._attempt(task, ctx)
+        log_outcome(outcome)
+        return outcome
+
+    async def _attempt(self, task: LeasedTask, ctx: TaskContext) -> AttemptOutcome:
         spec = self.registry.get(task.type)
         if spec is None:
             msg = f"no handler is registered for task type {task.type!r} on this worker"
@@ -70,7 +77,9 @@ class Runner:
     async def interrupted(self, task: LeasedTask) -> AttemptOutcome:
         """The outcome of an attempt the worker cut short at shutdown: LOST, re-queued now."""
         doc = error_doc("WorkerShutdown", "the worker stopped before the handler finished", True)
-        return self._retry_or_fail(task, Outcome.LOST, doc, immediate=True)
+        outcome = self._retry_or_fail(task, Outcome.LOST, doc, immediate=True)
+        log_outcome(outcome)
+        return outcome
 
     def _fail(self, task: LeasedTask, outcome: Outcome, doc: dict[str, Any]) -> AttemptOutcome:
         return AttemptOutcome(
@@ -94,3 +103,33 @@ class Runner:
             return msgspec.convert(task.backoff, Backoff)
         except msgspec.ValidationError:
             return self.default_backoff
+
+
+def log_outcome(o: AttemptOutcome) -> None:
+    """One line per attempt end: success at DEBUG (the hot path), a retry at INFO, the last
+    failure at WARNING."""
+    if o.status == TaskStatus.SUCCESS.value:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("attempt succeeded", extra={"outcome": o.outcome})
+        return
+    err = o.error or {}
+    extra = {"outcome": o.outcome, "error_type": err.get("type")}
+    if o.status == TaskStatus.PENDING.value:
+        log.info(
+            "attempt %d ended %s (%s: %s); retrying in %.3gs",
+            o.attempt,
+            o.outcome,
+            err.get("type"),
+            err.get("message"),
+            o.delay,
+            extra={**extra, "retry_in": o.delay},
+        )
+    else:
+        log.warning(
+            "attempt %d ended %s (%s: %s); the task fails",
+            o.attempt,
+            o.outcome,
+            err.get("type"),
+            err.get("message"),
+            extra=extra,
+        )

@@ -13,8 +13,9 @@ import socket
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
-from taskd import metrics
+from taskd import logs, metrics
 from taskd.config.settings import RetrySettings, WorkerSettings
 from taskd.errors import DependencyUnavailable
 from taskd.queue.client import RedisQueue, Requeue
@@ -127,6 +128,7 @@ class Worker:
             ",".join(self.settings.queues),
             self.settings.concurrency,
         )
+        self._export_gauges()
         background = [
             asyncio.create_task(self.recorder.run(), name="recorder"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
@@ -149,6 +151,14 @@ class Worker:
         log.info("worker %s stopped", self.id)
         if self.failure is not None:
             raise self.failure
+
+    def _export_gauges(self) -> None:
+        """Slot gauges are read at scrape time, costing the hot path nothing."""
+        metrics.WORKER_SLOTS.set_function(lambda: self.slots.capacity)
+        metrics.WORKER_FREE_SLOTS.set_function(lambda: self.slots.free)
+        metrics.WORKER_OUTCOME_BACKLOG.set_function(lambda: self.recorder.backlog)
+        for queue in self.settings.queues:
+            metrics.LEASES_LOST.labels(queue)  # exported as 0 until a lease is lost
 
     def _background_ended(self, task: asyncio.Task[None]) -> None:
         """A loop that must run forever ended: stop the worker so it is restarted, loudly."""
@@ -218,9 +228,23 @@ class Worker:
         if dropped:  # cancelled or already finished: forget the lease
             self.slots.give(len(dropped))
             await self.queue.ack(queue, dropped)
+        parents = await self._parent_results(started)
         for task in started:
-            self._start(task)
+            self._start(task, parents.get(task.id, {}))
         return None
+
+    async def _parent_results(self, tasks: list[LeasedTask]) -> dict[str, dict[str, Any]]:
+        """``ctx.parent_results`` of the tasks that have parents (one query for the batch)."""
+        children = [t.id for t in tasks if t.has_parents]
+        if not children:
+            return {}
+        try:
+            return await self.store.parent_results(children)
+        except DependencyUnavailable:
+            # Flipped to RUNNING but cannot be started properly: the leases expire, the
+            # attempts are recorded LOST and the tasks run again.
+            self.slots.give(len(tasks))
+            raise
 
     async def _idle_wait(self, queue: str, seconds: float) -> None:
         """Wait for work, or for the stop signal, whichever comes first."""
@@ -247,17 +271,20 @@ class Worker:
         else:
             await self.queue.wait(queue, seconds)
 
-    def _start(self, task: LeasedTask) -> None:
+    def _start(self, task: LeasedTask, parent_results: dict[str, Any]) -> None:
         ctx = TaskContext(
             task_id=task.id,
             attempt=task.attempt,
             type=task.type,
             queue=task.queue,
             tenant=task.tenant,
+            parent_results=parent_results,
         )
         held = Held(task, ctx)
         self.held[task.id] = held
-        metrics.TASKS_STARTED.labels(task.queue, task.type).inc()
+        series = metrics.task_series(task.queue, task.type)
+        series.started.inc()
+        series.wait_seconds.observe(task.waited)
         handler = asyncio.create_task(self._execute(held), name=f"task-{task.id}")
         held.handler = handler
         self._handlers.add(handler)
@@ -265,6 +292,8 @@ class Worker:
 
     async def _execute(self, held: Held) -> None:
         task = held.task
+        # This asyncio task's own context: every line logged while it runs names the task.
+        logs.bind_task(task.id, task.attempt, task.queue, task.type)
         started = time.perf_counter()
         metrics.WORKER_IN_FLIGHT.inc()
         try:
@@ -276,7 +305,7 @@ class Worker:
             outcome = await self.runner.interrupted(task)
         finally:
             metrics.WORKER_IN_FLIGHT.dec()
-            metrics.TASK_RUN_SECONDS.labels(task.queue, task.type).observe(
+            metrics.task_series(task.queue, task.type).run_seconds.observe(
                 time.perf_counter() - started
             )
             self.slots.give(1)
@@ -292,8 +321,6 @@ class Worker:
         interval = self.settings.lease_seconds / 3
         while True:
             await asyncio.sleep(interval)
-            metrics.WORKER_FREE_SLOTS.set(self.slots.free)
-            metrics.WORKER_OUTCOME_BACKLOG.set(self.recorder.backlog)
             try:
                 await self.heartbeat()
             except DependencyUnavailable as e:
@@ -317,6 +344,12 @@ class Worker:
         held.lost = True
         held.ctx._cancel.set()
         metrics.LEASES_LOST.labels(held.task.queue).inc()
-        log.warning("lost the lease of task %s attempt %d", held.task.id, held.task.attempt)
+        t = held.task
+        log.warning(
+            "lost the lease of task %s attempt %d",
+            t.id,
+            t.attempt,
+            extra=logs.task_fields(t.id, t.attempt, t.queue, t.type),
+        )
         if held.handler is not None and not held.handler.done():
             held.handler.cancel(msg="lease lost")

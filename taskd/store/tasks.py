@@ -21,6 +21,7 @@ from taskd.store.queries import load
 from taskd.types import LeasedTask
 
 Q = load("tasks.sql")
+D = load("dags.sql")
 _encoder = msgspec.json.Encoder()
 
 Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
@@ -68,6 +69,12 @@ class RunDefaults:
     timeouts: Sequence[float | None]
     max_retries_default: int
     timeout_default: float
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    written: set[tuple[str, int]]
+    released: list[Requeueable]
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,20 +162,41 @@ class TaskStore:
         return [_leased(r) for r in rows]
 
     @translated
-    async def complete(self, outcomes: Sequence[AttemptOutcome]) -> set[tuple[str, int]]:
-        """Record outcomes (fenced); returns the (id, attempt) pairs that were written."""
+    async def complete(self, outcomes: Sequence[AttemptOutcome]) -> Completed:
+        """Record outcomes (fenced) and, in the same transaction, release or cut off the
+        dependents of tasks that ended; returns what was written and the children released."""
         o = outcomes
-        rows = await self.pool.fetch(
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await self._complete(conn, o)
+            succeeded = [
+                str(r["id"]) for r in rows if r["has_children"] and r["status"] == "SUCCESS"
+            ]
+            ended = [str(r["id"]) for r in rows if r["has_children"] and r["status"] == "FAILED"]
+            released = await settle_dependents(conn, succeeded, ended)
+        return Completed({(str(r["id"]), r["attempt"]) for r in rows}, released)
+
+    async def _complete(
+        self, conn: Connection, o: Sequence[AttemptOutcome]
+    ) -> list[asyncpg.Record]:
+        return await conn.fetch(
             Q["complete"],
             [x.id for x in o],
             [x.attempt for x in o],
             [x.status for x in o],
-            [_json(x.result) for x in o],
-            [_json(x.error) for x in o],
+            [json_param(x.result) for x in o],
+            [json_param(x.error) for x in o],
             [x.delay for x in o],
             [x.outcome for x in o],
         )
-        return {(str(r["id"]), r["attempt"]) for r in rows}
+
+    @translated
+    async def parent_results(self, children: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """``{child id: {parent key (or id): result}}``."""
+        rows = await self.pool.fetch(D["parent_results"], list(children))
+        out: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            out.setdefault(str(r["child"]), {})[r["dag_key"] or str(r["id"])] = r["result"]
+        return out
 
     @translated
     async def recorded_outcomes(
@@ -185,7 +213,11 @@ class TaskStore:
     ) -> list[tuple[Requeueable, str]]:
         """Record lost attempts for these (id, token) leases; returns what may be re-queued."""
         ids, tokens = [x[0] for x in leases], [x[1] for x in leases]
-        rows = await self.pool.fetch(Q["lose_attempts"], ids, tokens, error, max_retries_default)
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(Q["lose_attempts"], ids, tokens, error, max_retries_default)
+            failed = [str(r["id"]) for r in rows if r["status"] == "FAILED"]
+            if failed:  # the budget is spent: cut off the task's dependents too
+                await cascade_failure(conn, failed)
         return [
             (Requeueable(str(r["id"]), r["queue"], r["priority"], r["delay_ms"]), r["status"])
             for r in rows
@@ -207,7 +239,7 @@ class TaskStore:
         return [r["name"] for r in await self.pool.fetch(Q["known_queues"])]
 
 
-def _json(value: Any) -> msgspec.Raw | None:
+def json_param(value: Any) -> msgspec.Raw | None:
     """Pre-encode a value bound into a ``jsonb[]`` parameter.
 
     asyncpg would read a Python list inside an array parameter as one more array dimension
@@ -224,16 +256,16 @@ def _columns(tasks: Sequence[NewTask]) -> list[list[Any]]:
         [x.type for x in t],
         [x.queue for x in t],
         [x.priority for x in t],
-        [_json(x.payload) for x in t],
-        [_json(x.labels) for x in t],
+        [json_param(x.payload) for x in t],
+        [json_param(x.labels) for x in t],
         [x.max_retries for x in t],
         [x.timeout for x in t],
-        [_json(x.backoff) for x in t],
+        [json_param(x.backoff) for x in t],
         [x.run_at for x in t],
         [x.delay for x in t],
         [x.idempotency_key for x in t],
         [x.request_hash for x in t],
-        [_json(x.notify) for x in t],
+        [json_param(x.notify) for x in t],
     ]
 
 
@@ -251,4 +283,26 @@ def _leased(r: asyncpg.Record) -> LeasedTask:
         timeout=r["timeout"],
         backoff=r["backoff"],
         lease_token=r["lease_token"],
+        waited=r.get("waited", 0.0),
+        has_parents=r.get("has_parents", False),
     )
+
+
+async def release_children(conn: Connection, parents: Sequence[str]) -> list[Requeueable]:
+    rows = await conn.fetch(D["release_children"], list(parents))
+    return [Requeueable(str(r["id"]), r["queue"], r["priority"], r["delay_ms"]) for r in rows]
+
+
+async def cascade_failure(conn: Connection, parents: Sequence[str]) -> int:
+    return len(await conn.fetch(D["cascade_failure"], list(parents)))
+
+
+async def settle_dependents(
+    conn: Connection, succeeded: Sequence[str], ended: Sequence[str]
+) -> list[Requeueable]:
+    """Release the children of ``succeeded``; cut off the descendants of ``ended`` (failed or
+    cancelled). Returns the children that became PENDING, to enqueue after commit."""
+    released = await release_children(conn, succeeded) if succeeded else []
+    if ended:
+        await cascade_failure(conn, ended)
+    return released

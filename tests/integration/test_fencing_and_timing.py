@@ -59,7 +59,8 @@ async def test_unknown_commit_outcome_is_retried_idempotently(
     leased = await queue.lease(queue_name, 1, "w:1", 60_000)
     [task] = await store.flip_running(leased.ids, leased.tokens, "w", DEFAULTS)
     outcome = AttemptOutcome(tid, 1, "SUCCESS", "SUCCESS", result=1)
-    assert await store.complete([outcome]) == {(tid, 1)}  # committed; say the reply was lost
+    # Committed, but say the reply was lost:
+    assert (await store.complete([outcome])).written == {(tid, 1)}
     settled: list[bool] = []
     recorder = Recorder(store, queue, on_settled=lambda t, ok: settled.append(ok))
     runner = asyncio.create_task(recorder.run())

@@ -60,7 +60,10 @@ SET status = 'RUNNING', attempt = t.attempt + 1, started_at = now(), updated_at 
 FROM x
 WHERE t.id = x.id AND (t.status || '') = 'PENDING'
 RETURNING t.id, t.tenant, t.queue, t.type, t.priority, t.payload, t.attempt, t.attempt_base,
-          t.max_retries, t.timeout, t.backoff, t.lease_token;
+          t.max_retries, t.timeout, t.backoff, t.lease_token,
+          cardinality(t.depends_on) > 0 AS has_parents,
+          -- The wait-time metric (due -> start), by the database clock alone.
+          greatest(extract(epoch FROM now() - t.run_at), 0)::float8 AS waited;
 
 -- name: complete
 -- Record attempt outcomes, fenced on (id, attempt, RUNNING): a worker whose lease was
@@ -81,12 +84,16 @@ WITH x AS (
         updated_at = now()
     FROM x
     WHERE t.id = x.id AND t.attempt = x.attempt AND (t.status || '') = 'RUNNING'
-    RETURNING t.id, t.attempt, t.worker, t.started_at, x.outcome, x.error
+    RETURNING t.id, t.attempt, t.worker, t.started_at, x.outcome, x.error, x.status,
+              t.has_children
 ), history AS (
     INSERT INTO attempts (task_id, attempt, worker, started_at, outcome, error)
     SELECT id, attempt, worker, started_at, outcome, error FROM done
+), dead AS (
+    -- A final failure is a dead letter: the outbox row commits with the FAILED state.
+    INSERT INTO dlq_outbox (task_id) SELECT id FROM done WHERE status = 'FAILED'
 )
-SELECT id, attempt FROM done;
+SELECT id, attempt, status, has_children FROM done;
 
 -- name: recorded_outcomes
 -- After an unknown commit outcome: which (id, attempt) already have an outcome recorded.
@@ -116,6 +123,8 @@ lost AS (
 ), history AS (
     INSERT INTO attempts (task_id, attempt, worker, started_at, outcome, error)
     SELECT id, attempt, worker, started_at, 'LOST', $3::jsonb FROM lost
+), dead AS (
+    INSERT INTO dlq_outbox (task_id) SELECT id FROM lost WHERE status = 'FAILED'
 )
 SELECT id, queue, priority, status, 0::bigint AS delay_ms FROM lost
 UNION ALL
