@@ -88,14 +88,15 @@ STALE_WRITES = Counter(
     "Outcomes a worker could not record because its lease had been reclaimed (the fence held).",
 )
 
-# Dead letters, notifications and configuration: declared now, emitted once the DLQ outbox,
-# the notifier and config reload land.
+# Dead letters (the promoter's outbox publisher), notifications and configuration reloads
+# (declared now, emitted once the notifier and config reload land).
 DLQ_BACKLOG = Gauge(
     "taskd_dlq_outbox_backlog", "Dead letters waiting in the outbox to be published."
 )
 DLQ_PUBLISHED = Counter("taskd_dlq_published_total", "Dead letters published to the DLQ sink.")
 DLQ_PUBLISH_FAILURES = Counter(
-    "taskd_dlq_publish_failures_total", "Failed attempts to publish dead letters to the sink."
+    "taskd_dlq_publish_failures_total",
+    "Publish passes that failed: the sink was unreachable or refused the batch.",
 )
 NOTIFICATIONS = Counter(
     "taskd_notifications_total",
