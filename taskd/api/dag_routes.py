@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 from aiohttp import web
@@ -14,12 +15,17 @@ from taskd.api.decode import decode, read_json
 from taskd.api.errors import ApiError, problem, validation_error
 from taskd.api.graphs import GraphService, Node
 from taskd.api.representation import rfc3339
-from taskd.api.routes import _task_id, _view, json_response
+from taskd.api.routes import _task_id, _view, _wait_terminal, json_response
 from taskd.api.schemas import DagSubmission, DagTaskSubmission, DagView, EdgeView
+from taskd.errors import DependencyUnavailable
 from taskd.store.dags import DagStore
+from taskd.store.tasks import TaskStore
 from taskd.types import TERMINAL, TaskStatus
 
 routes = web.RouteTableDef()
+log = logging.getLogger("taskd.api")
+# How long POST .../cancel waits for a RUNNING task's worker to record CANCELLED.
+CANCEL_WAIT_SECONDS = 5.0
 
 
 @routes.post("/v1/dags")
@@ -90,6 +96,43 @@ def aggregate_status(statuses: Sequence[str]) -> Any:
     return "SUCCESS" if all(s == "SUCCESS" for s in statuses) else "FAILED"
 
 
+@routes.post("/v1/tasks/{id}/cancel")
+async def cancel(request: web.Request) -> web.Response:
+    """WAITING/PENDING end at once; a RUNNING task's handler is stopped on its worker."""
+    principal = await require(request, "tasks:write")
+    task_id = _task_id(request)
+    c = ctx(request)
+    tenant = principal.tenant_filter()
+    row = await DagStore(c.store).cancel(task_id, tenant)
+    if row is None:
+        await _not_live(c.store, task_id, tenant, "cancelled")
+    assert row is not None
+    marker_ms = int(c.settings.worker.lease_seconds * 4000)
+    try:
+        await c.queue.cancel(row["queue"], str(task_id), marker_ms)
+    except DependencyUnavailable as e:
+        # Postgres holds the request: the worker's lease expires and the task ends CANCELLED.
+        log.warning("cancel of %s recorded, but Redis is unreachable: %s", task_id, e)
+    if row["was"] == "RUNNING":
+        row = await _wait_terminal(request, task_id, tenant, CANCEL_WAIT_SECONDS) or row
+    return json_response(_view(request, row, list(await c.store.attempts(task_id))))
+
+
+async def _not_live(
+    store: TaskStore, task_id: uuid.UUID, tenant: str | None, verb: str
+) -> NoReturn:
+    """404 for an unknown (or another tenant's) task, else 409 naming its status."""
+    current = await store.get(task_id, tenant)
+    if current is None:
+        raise ApiError(404, "not_found", "no such task")
+    raise ApiError(
+        409,
+        "conflict",
+        f"the task is {current['status']} and cannot be {verb}",
+        [problem("status", current["status"])],
+    )
+
+
 @routes.post("/v1/tasks/{id}/retry")
 async def redrive(request: web.Request) -> web.Response:
     principal = await require(request, "tasks:write")
@@ -97,15 +140,7 @@ async def redrive(request: web.Request) -> web.Response:
     c = ctx(request)
     row = await DagStore(c.store).redrive(task_id, principal.tenant_filter())
     if row is None:
-        current = await c.store.get(task_id, principal.tenant_filter())
-        if current is None:
-            raise ApiError(404, "not_found", "no such task")
-        raise ApiError(
-            409,
-            "conflict",
-            f"the task is {current['status']}; only FAILED, CANCELLED or "
-            "UPSTREAM_FAILED tasks can be retried",
-            [problem("status", current["status"])],
-        )
+        await _not_live(c.store, task_id, principal.tenant_filter(), "retried")
+    assert row is not None
     await c.submit.enqueue_pending([row])
     return json_response(_view(request, row, list(await c.store.attempts(task_id))))

@@ -156,6 +156,14 @@ def _dag_paths(task_id: dict[str, Any]) -> dict[str, Any]:
                 {"200": {"description": "a page", **_json(_ref("TaskList"))}},
             )
         },
+        "/v1/tasks/{id}/cancel": {
+            "post": _op(
+                "Cancel: WAITING/PENDING end now; RUNNING handlers are stopped on their worker",
+                "tasks:write",
+                {"200": {"description": "the task", **_json(_ref("TaskView"))}},
+                parameters=[task_id],
+            )
+        },
         "/v1/tasks/{id}/retry": {
             "post": _op(
                 "Redrive a FAILED, CANCELLED or UPSTREAM_FAILED task (fresh attempt budget)",

@@ -20,6 +20,9 @@ from taskd.errors import ConfigError
 
 ENV_PREFIX = "TASKD_"
 CONFIG_ENV = "TASKD_CONFIG"
+# The test suite's own variables (TASKD_TEST_DATABASE__URL, ...) are not settings: processes the
+# tests start inherit them and must not refuse to start over an "unknown section".
+TEST_PREFIX = "TASKD_TEST_"
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -42,7 +45,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """The nested mapping that ``TASKD_SECTION__KEY`` variables describe."""
     tree: dict[str, Any] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
+        if not name.startswith(ENV_PREFIX) or "__" not in name or name.startswith(TEST_PREFIX):
             continue
         path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
         if any(not part for part in path):

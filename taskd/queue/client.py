@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
@@ -14,7 +15,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from taskd.errors import QueueUnavailable, ScriptError
-from taskd.queue.keys import QueueKeys
+from taskd.queue.keys import CANCEL_CHANNEL, QueueKeys
 from taskd.queue.scripts import Scripts
 
 P = ParamSpec("P")
@@ -127,12 +128,38 @@ class RedisQueue:
 
     @_translated
     async def extend(self, queue: str, held: Sequence[tuple[str, str]], lease_ms: int) -> list[int]:
-        """Heartbeat. Codes per (id, token): 1 extended, 2 restored, 0 lost."""
+        """Heartbeat. Codes per (id, token): 1 extended, 2 restored, 0 lost, 3 cancel asked."""
         if not held:
             return []
         k = QueueKeys(queue)
-        args: list[Any] = [lease_ms, k.lease_prefix, *itertools.chain.from_iterable(held)]
+        pairs = itertools.chain.from_iterable(held)
+        args: list[Any] = [lease_ms, k.lease_prefix, k.cancel_prefix, *pairs]
         return [int(c) for c in await self._scripts.call("extend", [k.active], args)]
+
+    @_translated
+    async def cancel(self, queue: str, task_id: str, marker_ms: int) -> bool:
+        """Remove a task from the queue; True when a worker held it and was asked to stop."""
+        k = QueueKeys(queue)
+        args = [task_id, k.cancel_prefix, CANCEL_CHANNEL, marker_ms]
+        return bool(await self._scripts.call("cancel", [k.ready, k.delayed, k.active], args))
+
+    async def cancellations(self) -> AsyncIterator[str]:
+        """Task ids whose cancellation was requested, as they are published (until cancelled).
+
+        Raises QueueUnavailable when the subscription breaks; the caller resubscribes.
+        """
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(CANCEL_CHANNEL)
+            while True:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None and message.get("type") == "message":
+                    yield str(message["data"])
+        except (RedisConnectionError, RedisTimeoutError, OSError, RuntimeError) as e:
+            raise QueueUnavailable(f"Redis subscription lost: {e}") from e
+        finally:
+            with contextlib.suppress(RedisError, OSError, RuntimeError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     @_translated
     async def ack(self, queue: str, held: Sequence[tuple[str, str]]) -> list[int]:

@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PREFIX = "taskd"
+# One channel for every queue: PUBLISH reaches every node of a Redis Cluster, and a worker
+# serving several queues needs one subscription.
+CANCEL_CHANNEL = "taskd:cancel"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,11 @@ class QueueKeys:
     def lease_prefix(self) -> str:
         """Lease keys are ``<lease_prefix><task id>``, built inside scripts."""
         return f"{self._base}:lease:"
+
+    @property
+    def cancel_prefix(self) -> str:
+        """Cancel markers are ``<cancel_prefix><task id>``, built inside scripts."""
+        return f"{self._base}:cancel:"
 
     def lease(self, task_id: str) -> str:
         return f"{self.lease_prefix}{task_id}"

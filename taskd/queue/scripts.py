@@ -12,7 +12,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-NAMES = ("enqueue", "lease", "extend", "ack", "retry", "reap", "stats")
+NAMES = ("enqueue", "lease", "extend", "ack", "retry", "reap", "stats", "cancel")
 
 
 def read_source(name: str) -> str:

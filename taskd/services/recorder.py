@@ -172,5 +172,7 @@ def _count(p: Pending) -> None:
         series.succeeded.inc()
     elif status == TaskStatus.FAILED.value:
         series.failed.inc()
+    elif status == TaskStatus.CANCELLED.value:
+        metrics.TASKS_CANCELLED.labels(p.task.queue, p.task.type).inc()
     else:
         series.retried.inc()

@@ -74,6 +74,13 @@ class Runner:
             task.id, task.attempt, TaskStatus.SUCCESS.value, Outcome.SUCCESS.value, result=result
         )
 
+    def cancelled(self, task: LeasedTask) -> AttemptOutcome:
+        """The outcome of an attempt stopped by a cancel request: CANCELLED, no retry."""
+        doc = error_doc("Cancelled", "the task was cancelled while it ran", False)
+        return AttemptOutcome(
+            task.id, task.attempt, TaskStatus.CANCELLED.value, Outcome.CANCELLED.value, error=doc
+        )
+
     async def interrupted(self, task: LeasedTask) -> AttemptOutcome:
         """The outcome of an attempt the worker cut short at shutdown: LOST, re-queued now."""
         doc = error_doc("WorkerShutdown", "the worker stopped before the handler finished", True)

@@ -30,7 +30,7 @@ log = logging.getLogger("taskd.worker")
 
 
 # Delayed tasks due within this many seconds are waited for with a local timer.
-PRECISE_WAIT = 0.15
+PRECISE_WAIT = 0.25
 
 
 def make_worker_id() -> str:
@@ -45,6 +45,7 @@ class Held:
     ctx: TaskContext
     handler: asyncio.Task[None] | None = None
     lost: bool = False
+    cancel_requested: bool = False
 
 
 @dataclass
@@ -132,6 +133,7 @@ class Worker:
         background = [
             asyncio.create_task(self.recorder.run(), name="recorder"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._cancel_listener(), name="cancel listener"),
         ]
         for t in background:
             t.add_done_callback(self._background_ended)
@@ -302,7 +304,10 @@ class Worker:
             if held.lost:  # another worker owns the task now; record nothing
                 self.held.pop(task.id, None)
                 return
-            outcome = await self.runner.interrupted(task)
+            if held.cancel_requested:
+                outcome = self.runner.cancelled(task)
+            else:
+                outcome = await self.runner.interrupted(task)
         finally:
             metrics.WORKER_IN_FLIGHT.dec()
             metrics.task_series(task.queue, task.type).run_seconds.observe(
@@ -339,6 +344,31 @@ class Worker:
             for held, code in zip(items, codes, strict=True):
                 if code == 0 and not held.lost:
                     self._lose(held)
+                elif code == 3:
+                    self.cancel(held.task.id)
+
+    def cancel(self, task_id: str) -> bool:
+        """Cancel the handler of a task this worker holds (a cancel request reached it)."""
+        held = self.held.get(task_id)
+        if held is None or held.lost or held.cancel_requested:
+            return False
+        held.cancel_requested = True
+        held.ctx._cancel.set()
+        if held.handler is not None and not held.handler.done():
+            held.handler.cancel(msg="cancel requested")
+        log.info("cancelling task %s attempt %d on request", task_id, held.task.attempt)
+        return True
+
+    async def _cancel_listener(self) -> None:
+        """Act on cancel requests as they are published; resubscribe after an outage (the
+        heartbeat sees requests missed meanwhile)."""
+        while True:
+            try:
+                async for task_id in self.queue.cancellations():
+                    self.cancel(task_id)
+            except DependencyUnavailable as e:
+                log.warning("cancel subscription: %s; resubscribing", e)
+                await asyncio.sleep(1.0)
 
     def _lose(self, held: Held) -> None:
         held.lost = True

@@ -16,7 +16,7 @@ import asyncpg
 
 from taskd.store.pool import translated
 from taskd.store.queries import load
-from taskd.store.tasks import NewTask, TaskStore, json_param
+from taskd.store.tasks import NewTask, TaskStore, cascade_failure, json_param
 
 if TYPE_CHECKING:
     from taskd.store.tasks import Connection
@@ -100,6 +100,19 @@ class DagStore:
         """A terminal task back to work (see dags.sql, redrive); None if it is not terminal."""
         async with self.pool.acquire() as conn, conn.transaction():
             return await conn.fetchrow(D["redrive"], task_id, tenant)
+
+    @translated
+    async def cancel(self, task_id: uuid.UUID, tenant: str | None) -> asyncpg.Record | None:
+        """Cancel a live task (see dags.sql, cancel); None if it is terminal or unknown.
+
+        A WAITING or PENDING task ends now and its descendants are cut off in the same
+        transaction; a RUNNING one carries the request until its worker records CANCELLED.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(D["cancel"], task_id, tenant)
+            if row is not None and row["was"] != "RUNNING":
+                await cascade_failure(conn, [str(task_id)])
+            return row
 
     @translated
     async def get(self, dag_id: uuid.UUID, tenant: str | None) -> StoredDag | None:

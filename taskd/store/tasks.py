@@ -171,7 +171,11 @@ class TaskStore:
             succeeded = [
                 str(r["id"]) for r in rows if r["has_children"] and r["status"] == "SUCCESS"
             ]
-            ended = [str(r["id"]) for r in rows if r["has_children"] and r["status"] == "FAILED"]
+            ended = [
+                str(r["id"])
+                for r in rows
+                if r["has_children"] and r["status"] in ("FAILED", "CANCELLED")
+            ]
             released = await settle_dependents(conn, succeeded, ended)
         return Completed({(str(r["id"]), r["attempt"]) for r in rows}, released)
 
@@ -215,8 +219,8 @@ class TaskStore:
         ids, tokens = [x[0] for x in leases], [x[1] for x in leases]
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(Q["lose_attempts"], ids, tokens, error, max_retries_default)
-            failed = [str(r["id"]) for r in rows if r["status"] == "FAILED"]
-            if failed:  # the budget is spent: cut off the task's dependents too
+            failed = [str(r["id"]) for r in rows if r["status"] in ("FAILED", "CANCELLED")]
+            if failed:  # ended for good: cut off the task's dependents too
                 await cascade_failure(conn, failed)
         return [
             (Requeueable(str(r["id"]), r["queue"], r["priority"], r["delay_ms"]), r["status"])

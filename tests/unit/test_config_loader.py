@@ -127,3 +127,15 @@ def test_settings_are_an_immutable_snapshot() -> None:
         s.worker.concurrency = 4  # type: ignore[misc]
     assert msgspec.structs.replace(s.worker, concurrency=4).concurrency == 4
     assert s.worker.concurrency == 3
+
+
+def test_the_test_suites_own_variables_are_not_settings() -> None:
+    from taskd.config.loader import load_settings
+
+    s = load_settings(
+        environ={
+            "TASKD_TEST_DATABASE__URL": "postgresql://x/y",
+            "TASKD_DATABASE__URL": "postgresql://a/b",
+        }
+    )
+    assert s.database.url == "postgresql://a/b"

@@ -7,15 +7,17 @@
   KEYS[1] active  ZSET id -> lease deadline (ms)
   ARGV[1] lease_ms
   ARGV[2] lease_prefix
-  ARGV    pairs from 3: id, token
-  Returns one code per pair: 1 extended, 2 restored, 0 lost (held by another token).
+  ARGV[3] cancel_prefix  "taskd:{q}:cancel:" (see cancel.lua)
+  ARGV    pairs from 4: id, token
+  Returns one code per pair: 1 extended, 2 restored, 0 lost (held by another token),
+  3 extended but a cancel was requested.
 ]]
 local active = KEYS[1]
-local lease_ms, lease_prefix = tonumber(ARGV[1]), ARGV[2]
+local lease_ms, lease_prefix, cancel_prefix = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local codes = {}
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local key = lease_prefix .. id
   local holder = redis.call('GET', key)
@@ -29,6 +31,9 @@ for i = 3, #ARGV, 2 do
     codes[#codes + 1] = 2
   else
     codes[#codes + 1] = 0
+  end
+  if codes[#codes] ~= 0 and redis.call('EXISTS', cancel_prefix .. id) == 1 then
+    codes[#codes] = 3
   end
 end
 return codes

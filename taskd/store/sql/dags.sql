@@ -135,3 +135,21 @@ SELECT * FROM tasks WHERE dag_id = $1 ORDER BY id;
 
 -- name: dag_edges
 SELECT e.parent, e.child FROM edges e JOIN tasks t ON t.id = e.child WHERE t.dag_id = $1;
+
+-- name: cancel
+-- WAITING/PENDING end now; RUNNING record the request (the worker stops the handler and
+-- records CANCELLED). Returns the task as it was before ($3 no rows: not cancellable/unknown).
+WITH target AS (
+    SELECT id, status AS was FROM tasks
+    WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)
+      AND status IN ('WAITING', 'PENDING', 'RUNNING')
+    FOR UPDATE
+)
+UPDATE tasks t
+SET status = CASE WHEN target.was = 'RUNNING' THEN t.status ELSE 'CANCELLED' END,
+    finished_at = CASE WHEN target.was = 'RUNNING' THEN t.finished_at ELSE now() END,
+    cancel_requested_at = coalesce(t.cancel_requested_at, now()),
+    updated_at = now()
+FROM target
+WHERE t.id = target.id
+RETURNING t.*, target.was;

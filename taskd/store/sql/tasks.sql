@@ -74,17 +74,20 @@ WITH x AS (
         AS x(id, attempt, status, result, error, delay, outcome)
 ), done AS (
     UPDATE tasks t
-    SET status = x.status,
+    -- A retry of a task whose cancellation was requested while it ran ends it instead.
+    SET status = CASE WHEN x.status = 'PENDING' AND t.cancel_requested_at IS NOT NULL
+                      THEN 'CANCELLED' ELSE x.status END,
         result = x.result,
         error = coalesce(x.error, t.error),
-        finished_at = CASE WHEN x.status = 'PENDING' THEN NULL ELSE now() END,
+        finished_at = CASE WHEN x.status = 'PENDING' AND t.cancel_requested_at IS NULL
+                           THEN NULL ELSE now() END,
         run_at = CASE WHEN x.status = 'PENDING'
                       THEN now() + x.delay * interval '1 second' ELSE t.run_at END,
         lease_token = NULL,
         updated_at = now()
     FROM x
     WHERE t.id = x.id AND t.attempt = x.attempt AND (t.status || '') = 'RUNNING'
-    RETURNING t.id, t.attempt, t.worker, t.started_at, x.outcome, x.error, x.status,
+    RETURNING t.id, t.attempt, t.worker, t.started_at, x.outcome, x.error, t.status,
               t.has_children
 ), history AS (
     INSERT INTO attempts (task_id, attempt, worker, started_at, outcome, error)
@@ -109,10 +112,12 @@ JOIN unnest($1::uuid[], $2::int[]) AS x(id, attempt)
 WITH x AS (SELECT * FROM unnest($1::uuid[], $2::text[]) AS x(id, token)),
 lost AS (
     UPDATE tasks t
-    SET status = CASE WHEN t.attempt - t.attempt_base > coalesce(t.max_retries, $4)
+    SET status = CASE WHEN t.cancel_requested_at IS NOT NULL THEN 'CANCELLED'
+                      WHEN t.attempt - t.attempt_base > coalesce(t.max_retries, $4)
                       THEN 'FAILED' ELSE 'PENDING' END,
         error = $3::jsonb,
-        finished_at = CASE WHEN t.attempt - t.attempt_base > coalesce(t.max_retries, $4)
+        finished_at = CASE WHEN t.cancel_requested_at IS NOT NULL
+                             OR t.attempt - t.attempt_base > coalesce(t.max_retries, $4)
                            THEN now() END,
         run_at = now(),
         lease_token = NULL,
