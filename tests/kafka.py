@@ -60,8 +60,11 @@ class Broker:
             self.proc.wait(10)
 
 
-async def consume(bootstrap: str, topic: str, count: int, timeout: float = 20) -> list[Any]:
-    """Read ``count`` records from the start of ``topic``."""
+async def consume(
+    bootstrap: str, topic: str, count: int, timeout: float = 20, keys: set[str] | None = None
+) -> list[Any]:
+    """Read from the start of ``topic`` until ``count`` records (or every key in ``keys``,
+    duplicates aside) have arrived."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -72,7 +75,7 @@ async def consume(bootstrap: str, topic: str, count: int, timeout: float = 20) -
     try:
         got: list[Any] = []
         async with asyncio.timeout(timeout):
-            while len(got) < count:
+            while len(got) < count or (keys and not keys <= {r.key.decode() for r in got}):
                 batch = await consumer.getmany(timeout_ms=200)
                 for records in batch.values():
                     got += records
