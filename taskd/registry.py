@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import inspect
 import os
@@ -36,7 +35,8 @@ class TaskContext:
     tenant: str
     parent_results: dict[str, Any] = field(default_factory=dict)
     log_lines: list[str] = field(default_factory=list)
-    _cancel: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    # A plain flag: an asyncio.Event per attempt costs more than the rest of the context.
+    _cancelled: bool = field(default=False, repr=False)
 
     def log(self, line: str) -> None:
         """Keep a line with this attempt (the last lines appear in notifications)."""
@@ -45,7 +45,11 @@ class TaskContext:
     @property
     def cancelled(self) -> bool:
         """True once the task was asked to stop (cancelled, lease lost, or shutdown)."""
-        return self._cancel.is_set()
+        return self._cancelled
+
+    def request_cancel(self) -> None:
+        """Called by the worker before it cancels the handler's asyncio task."""
+        self._cancelled = True
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ class Recorder:
         self._more = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._in_flight = 0
         self._outage_logged = False
 
     @property
@@ -63,39 +64,47 @@ class Recorder:
         """Wait until every submitted outcome has been written (or dropped as stale)."""
         await self._idle.wait()
 
-    async def run(self) -> None:
-        """Flush forever, one batch in flight at a time."""
+    async def run(self, flushers: int = 2) -> None:
+        """Flush forever with ``flushers`` batches in flight: Postgres spends most of a flush
+        on per-row index work, so two disjoint batches at once use both its cores."""
+        await asyncio.gather(*(self._flusher() for _ in range(flushers)))
+
+    async def _flusher(self) -> None:
         delay = 0.05
         while True:
             if not self._pending:
-                self._idle.set()
+                if self._in_flight == 0:
+                    self._idle.set()
                 self._more.clear()
                 await self._more.wait()
+                continue
             if len(self._pending) < self.max_rows:
                 await asyncio.sleep(self.interval)  # let concurrent completions join the batch
             batch = self._pending[: self.max_rows * 10]
+            del self._pending[: len(batch)]  # claimed: the other flusher takes the next rows
+            self._in_flight += 1
             try:
                 await self._flush(batch)
-            except DependencyUnavailable as e:
-                if not self._outage_logged:
-                    log.warning(
-                        "cannot record outcomes, holding %d in memory: %s", len(self._pending), e
-                    )
-                    self._outage_logged = True
+            except Exception as e:
+                self._pending[:0] = batch  # give them back, oldest first, and retry
+                self._failed(e, len(batch))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            except Exception:
-                # Never let the recorder die: outcomes would pile up unrecorded for good.
-                log.exception("recording %d outcomes failed; retrying", len(batch))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
+            finally:
+                self._in_flight -= 1
             if self._outage_logged:
                 log.warning("recording outcomes again")
                 self._outage_logged = False
             delay = 0.05
-            del self._pending[: len(batch)]
+
+    def _failed(self, error: Exception, rows: int) -> None:
+        if not isinstance(error, DependencyUnavailable):
+            # Never let the recorder die: outcomes would pile up unrecorded for good.
+            log.error("recording %d outcomes failed; retrying", rows, exc_info=error)
+        elif not self._outage_logged:
+            log.warning("cannot record outcomes, holding %d in memory: %s", self.backlog, error)
+            self._outage_logged = True
 
     async def _flush(self, batch: list[Pending]) -> None:
         done = await self.store.complete([p.outcome for p in batch])

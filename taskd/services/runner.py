@@ -18,6 +18,7 @@ from taskd.types import LeasedTask, Outcome, TaskStatus
 log = logging.getLogger("taskd.worker")
 
 _result_encoder = msgspec.json.Encoder()
+_SCALARS = (type(None), str, int, bool)
 
 
 def error_doc(kind: str, message: str, retryable: bool) -> dict[str, Any]:
@@ -66,7 +67,8 @@ class Runner:
                 task, Outcome.ERROR, error_doc(type(e).__name__, str(e), True)
             )
         try:
-            _result_encoder.encode(result)
+            if not isinstance(result, _SCALARS):  # scalars are JSON: skip the trial encoding
+                _result_encoder.encode(result)
         except (TypeError, msgspec.EncodeError) as e:
             doc = error_doc("InvalidResult", f"the handler's result is not JSON: {e}", False)
             return self._fail(task, Outcome.ERROR, doc)

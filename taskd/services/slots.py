@@ -21,9 +21,15 @@ class Slots:
 
         Returns 0 once the pool is closed (the worker is stopping).
         """
+        waited = False
         while self.free == 0 and not self.closed:
             self._freed.clear()
             await self._freed.wait()
+            waited = True
+        if waited:
+            # Slots come back one handler at a time: let the other handlers that finished in
+            # this loop iteration return theirs too, so the next lease is a batch, not a trickle.
+            await asyncio.sleep(0)
         if self.closed:
             return 0
         n = min(most, self.free)
