@@ -91,7 +91,7 @@ STALE_WRITES = Counter(
 # Dead letters (the promoter's outbox publisher), notifications and configuration reloads
 # (declared now, emitted once the notifier and config reload land).
 DLQ_BACKLOG = Gauge(
-    "taskd_dlq_outbox_backlog", "Dead letters waiting in the outbox to be published."
+    "taskd_dlq_unpublished", "Dead letters waiting in the outbox to be published."
 )
 DLQ_PUBLISHED = Counter("taskd_dlq_published_total", "Dead letters published to the DLQ sink.")
 DLQ_PUBLISH_FAILURES = Counter(
@@ -109,7 +109,8 @@ NOTIFY_BACKLOG = Gauge(
 )
 CONFIG_RELOADS = Counter(
     "taskd_config_reloads_total",
-    "Configuration reloads by result (applied, rejected: invalid and ignored).",
+    "Configuration reloads by result (applied; rejected: invalid and ignored, the running "
+    "snapshot stays; failed: a source such as SSM could not be read).",
     ("result",),
 )
 

@@ -65,6 +65,8 @@ class DlqPublisher:
                     await claim.failed(ids, str(e), s.retry_base_seconds, s.retry_max_seconds)
                 else:
                     await claim.published(ids)
+                    for r in claim.rows:
+                        metrics.TASKS_DEAD_LETTERED.labels(r["queue"], r["type"]).inc()
         metrics.DLQ_BACKLOG.set(await self.outbox.backlog())
         if failure is not None:
             metrics.DLQ_PUBLISH_FAILURES.inc()

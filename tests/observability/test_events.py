@@ -280,9 +280,9 @@ async def test_dead_letter_publishing(
     with pytest.raises(SinkUnavailable):
         await publisher.run_once()
     assert d("taskd_dlq_publish_failures_total") == 1
-    assert value("taskd_dlq_outbox_backlog") == 2
+    assert value("taskd_dlq_unpublished") == 2
     sink.down = False
     await eventually(publisher.run_once)  # the rows wait out their backoff first
     assert d("taskd_dlq_published_total") == 2
-    assert value("taskd_dlq_outbox_backlog") == 0
+    assert value("taskd_dlq_unpublished") == 0
     assert sorted(letter.task_id for letter in sink.got) == sorted(tids)

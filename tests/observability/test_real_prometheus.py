@@ -114,7 +114,7 @@ async def wait_for_scrapes(prom: Prometheus, queue: str) -> None:
             and one(f'max(taskd_queue_depth{{queue="{queue}",state="delayed"}})') == STILL_DELAYED
             and one(f'max(taskd_queue_depth{{queue="{queue}",state="ready"}})') == 0
             and one("min(count_over_time(up[1m]))") >= 5
-            and one("max(taskd_dlq_outbox_backlog)") == FAILED
+            and one("max(taskd_dlq_unpublished)") == FAILED
             and one("sum(increase(taskd_dlq_publish_failures_total[1m]))") > 0
             and all(not r["lastEvaluation"].startswith("0001") for r in rules)
         )
