@@ -16,7 +16,7 @@ import asyncpg
 
 from taskd.store.pool import translated
 from taskd.store.queries import load
-from taskd.store.tasks import NewTask, TaskStore, cascade_failure, json_param
+from taskd.store.tasks import NewTask, TaskStore, cascade_failure, json_param, task_columns
 
 if TYPE_CHECKING:
     from taskd.store.tasks import Connection
@@ -60,21 +60,7 @@ async def insert_graph(
     dag_id = dag[0] if dag else None
     rows = await conn.fetch(
         D["insert_graph_tasks"],
-        [x.id for x in t],
-        [x.tenant for x in t],
-        [x.type for x in t],
-        [x.queue for x in t],
-        [x.priority for x in t],
-        [json_param(x.payload) for x in t],
-        [json_param(x.labels) for x in t],
-        [x.max_retries for x in t],
-        [x.timeout for x in t],
-        [json_param(x.backoff) for x in t],
-        [x.run_at for x in t],
-        [x.delay for x in t],
-        [x.idempotency_key for x in t],
-        [x.request_hash for x in t],
-        [json_param(x.notify) for x in t],
+        *task_columns(t),  # the 15 columns of a plain insert, then the graph's own
         [i.status for i in items],
         [i.unmet for i in items],
         [dag_id] * len(items),

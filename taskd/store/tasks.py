@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
 from taskd.errors import DatabaseUnavailable
+from taskd.store.notifications import NotifyDefaults
 from taskd.store.pool import CONNECTION_ERRORS, translated
 from taskd.store.queries import load
 from taskd.types import LeasedTask
@@ -58,6 +59,7 @@ class AttemptOutcome:
     result: Any = None
     error: dict[str, Any] | None = None
     delay: float = 0.0
+    log: tuple[str, ...] = ()  # the last lines the handler kept with ctx.log
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,9 @@ class Requeueable:
 class TaskStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
+        # Configured notification defaults, written with every SUCCESS/FAILED; replaced whole
+        # (one reference) when the configuration changes.
+        self.notify_defaults = NotifyDefaults()
 
     @translated
     async def ping(self) -> None:
@@ -120,7 +125,7 @@ class TaskStore:
         self, tasks: Sequence[NewTask], conn: Executor | None = None
     ) -> list[asyncpg.Record]:
         """Insert tasks; a task whose idempotency key is taken is silently left out."""
-        cols = _columns(tasks)
+        cols = task_columns(tasks)
         return list(await (conn or self.pool).fetch(Q["insert_tasks"], *cols))
 
     @translated
@@ -191,6 +196,8 @@ class TaskStore:
             [json_param(x.error) for x in o],
             [x.delay for x in o],
             [x.outcome for x in o],
+            [json_param(x.log or None) for x in o],
+            *self.notify_defaults.columns,
         )
 
     @translated
@@ -218,7 +225,14 @@ class TaskStore:
         """Record lost attempts for these (id, token) leases; returns what may be re-queued."""
         ids, tokens = [x[0] for x in leases], [x[1] for x in leases]
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(Q["lose_attempts"], ids, tokens, error, max_retries_default)
+            rows = await conn.fetch(
+                Q["lose_attempts"],
+                ids,
+                tokens,
+                error,
+                max_retries_default,
+                *self.notify_defaults.columns,
+            )
             failed = [str(r["id"]) for r in rows if r["status"] in ("FAILED", "CANCELLED")]
             if failed:  # ended for good: cut off the task's dependents too
                 await cascade_failure(conn, failed)
@@ -252,7 +266,7 @@ def json_param(value: Any) -> msgspec.Raw | None:
     return None if value is None else msgspec.Raw(_encoder.encode(value))
 
 
-def _columns(tasks: Sequence[NewTask]) -> list[list[Any]]:
+def task_columns(tasks: Sequence[NewTask]) -> list[list[Any]]:
     t = tasks
     return [
         [x.id for x in t],
