@@ -1,4 +1,8 @@
-"""``taskd dlq tail|list|retry``: watch the dead-letter topic, and redrive in bulk.
+"""``taskd dlq tail|list|retry``: watch the dead-letter sink, and redrive in bulk.
+
+``tail`` reads whichever sink ``dlq.sink`` names: the Kafka topic (a consumer without a group,
+so it commits nothing), or RabbitMQ without taking messages from the queue's consumers (see
+taskd.dlq.rabbitmq.tail).
 
 ``list`` and ``retry`` read Postgres directly (an operator's tool, with the service's database
 credentials); ``--dry-run`` shows what a retry would touch without changing anything.
@@ -9,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -28,8 +33,13 @@ ORDER BY id DESC LIMIT $6
 
 def setup(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True)
-    tail = sub.add_parser("tail", help="print dead letters as they arrive on the topic")
-    tail.add_argument("--from-beginning", action="store_true")
+    tail = sub.add_parser("tail", help="print dead letters as they reach the sink")
+    tail.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="Kafka: from the topic's start; RabbitMQ: first what waits in the queue (peeked "
+        "and put back)",
+    )
     tail.add_argument("--max", type=int, default=0, help="stop after this many (0: forever)")
     for name, text in (("list", "list FAILED tasks"), ("retry", "redrive FAILED tasks")):
         q = sub.add_parser(name, help=text)
@@ -62,31 +72,59 @@ async def main(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def tail(settings: Settings, args: argparse.Namespace) -> int:
+    """Print dead letters, one JSON object per line (``key`` = the task id), from the sink."""
+    d = settings.dlq
+    seen = 0
+
+    def emit(doc: dict[str, Any]) -> bool:
+        nonlocal seen
+        print(json.dumps(doc))
+        sys.stdout.flush()
+        seen += 1
+        return not (args.max and seen >= args.max)
+
+    if d.sink == "kafka":
+        await _tail_kafka(settings, args.from_beginning, emit)
+        return 0
+    if d.sink == "rabbitmq":
+        from taskd.dlq import rabbitmq
+
+        rabbitmq.check(d)
+
+        def following() -> None:
+            print(
+                f"following exchange {d.rabbitmq_exchange!r} "
+                f"(routing key {d.rabbitmq_routing_key!r})",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        await rabbitmq.tail(d, args.from_beginning, emit, following)
+        return 0
+    print(f"taskd dlq tail reads Kafka or RabbitMQ; dlq.sink is {d.sink!r}", file=sys.stderr)
+    return 2
+
+
+async def _tail_kafka(
+    settings: Settings, from_beginning: bool, emit: Callable[[dict[str, Any]], bool]
+) -> None:
     from aiokafka import AIOKafkaConsumer
 
     d = settings.dlq
-    if d.sink != "kafka":
-        print(f"taskd dlq tail reads Kafka; dlq.sink is {d.sink!r}", file=sys.stderr)
-        return 2
     consumer = AIOKafkaConsumer(
         d.topic,
         bootstrap_servers=d.bootstrap_servers,
         group_id=None,
-        auto_offset_reset="earliest" if args.from_beginning else "latest",
+        auto_offset_reset="earliest" if from_beginning else "latest",
     )
     await consumer.start()
-    seen = 0
     try:
         async for record in consumer:
             doc = json.loads(record.value)
-            print(json.dumps({"key": record.key.decode() if record.key else None, **doc}))
-            sys.stdout.flush()
-            seen += 1
-            if args.max and seen >= args.max:
+            if not emit({"key": record.key.decode() if record.key else None, **doc}):
                 break
     finally:
         await consumer.stop()
-    return 0
 
 
 async def list_or_retry(settings: Settings, args: argparse.Namespace) -> int:

@@ -84,6 +84,16 @@ class DlqSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     sasl_username: str = ""
     sasl_password: str = ""
     ssl_cafile: str = ""
+    # RabbitMQ (sink: rabbitmq): a durable direct exchange and a durable queue bound with the
+    # routing key, declared when the sink connects; persistent messages, publisher confirms.
+    # The promoter builds its sink and connects once, at start: `sink` and every connection
+    # setting (bootstrap_servers, idempotent_producer, security_protocol, sasl_*, ssl_cafile and
+    # the rabbitmq_* below) are restart required. batch_size and retry_* apply on the next pass.
+    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"  # restart required
+    rabbitmq_exchange: str = "taskd.dlq"  # restart required
+    rabbitmq_queue: str = "taskd.dlq"  # restart required
+    rabbitmq_routing_key: str = "taskd.dlq"  # restart required
+    # Both sinks: connecting, and waiting for the broker's acks (Kafka) or confirms (RabbitMQ).
     publish_timeout_seconds: float = 10.0
     batch_size: int = 100
     interval_seconds: float = 1.0

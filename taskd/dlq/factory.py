@@ -15,4 +15,8 @@ def make_sink(settings: DlqSettings) -> DeadLetterSink | None:
         from taskd.dlq.kafka import KafkaSink
 
         return KafkaSink(settings)
-    raise ConfigError(f"dlq.sink must be kafka or none, not {settings.sink!r}")
+    if settings.sink == "rabbitmq":
+        from taskd.dlq.rabbitmq import RabbitMqSink
+
+        return RabbitMqSink(settings)
+    raise ConfigError(f"dlq.sink must be kafka, rabbitmq or none, not {settings.sink!r}")
