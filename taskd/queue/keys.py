@@ -47,3 +47,23 @@ class QueueKeys:
 
     def lease(self, task_id: str) -> str:
         return f"{self.lease_prefix}{task_id}"
+
+
+# Keys that belong to no queue. Worker presence keys share the {workers} hash tag, so the
+# presence scripts, which touch several of them, stay in one Redis Cluster slot.
+WORKERS_LIVE = f"{PREFIX}:{{workers}}:live"
+WORKER_INFO_PREFIX = f"{PREFIX}:{{workers}}:info:"
+
+
+def worker_info(worker_id: str) -> str:
+    return f"{WORKER_INFO_PREFIX}{worker_id}"
+
+
+def ui_session(digest: str) -> str:
+    """A dashboard session, under the SHA-256 of its cookie (the cookie itself is not stored)."""
+    return f"{PREFIX}:ui:session:{digest}"
+
+
+def ui_login_ticket(digest: str) -> str:
+    """A one-time sign-in link (``taskd token --ui``), under the SHA-256 of its ticket."""
+    return f"{PREFIX}:ui:ticket:{digest}"
