@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 import asyncpg
 from aiohttp import web
 
+from taskd.api.audit import audit
 from taskd.api.context import ctx, require
 from taskd.api.decode import decode, read_json
 from taskd.api.errors import ApiError, problem, validation_error
@@ -107,6 +108,7 @@ async def cancel(request: web.Request) -> web.Response:
     if row is None:
         await _not_live(c.store, task_id, tenant, "cancelled")
     assert row is not None
+    await audit(request, principal, "cancel", [task_id])
     marker_ms = int(c.settings.worker.lease_seconds * 4000)
     try:
         await c.queue.cancel(row["queue"], str(task_id), marker_ms)
@@ -142,5 +144,6 @@ async def redrive(request: web.Request) -> web.Response:
     if row is None:
         await _not_live(c.store, task_id, principal.tenant_filter(), "retried")
     assert row is not None
+    await audit(request, principal, "retry", [task_id])
     await c.submit.enqueue_pending([row])
     return json_response(_view(request, row, list(await c.store.attempts(task_id))))
