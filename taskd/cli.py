@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any
-
-import msgspec
+from typing import TYPE_CHECKING, Any
 
 from taskd import logs
-from taskd.config import Settings, load_settings
 from taskd.errors import ConfigError, DependencyUnavailable, HandlerError
 
-COMMANDS = ("migrate", "token", "submit", "status", "check", "dlq")
+if TYPE_CHECKING:
+    from taskd.config.reload import Reloader, Sources
+
+COMMANDS = ("migrate", "token", "submit", "status", "check", "dlq", "config")
 
 START_HINTS = {
     "postgres": "start it with: "
@@ -55,33 +56,45 @@ def role_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _with_overrides(s: Settings, args: argparse.Namespace) -> Settings:
-    w = s.worker
-    w = msgspec.structs.replace(
-        w,
-        concurrency=args.concurrency or w.concurrency,
-        handlers=tuple(w.handlers) + tuple(args.handlers),
-        queues=tuple(args.queue) or w.queues,
+def role_sources(args: argparse.Namespace) -> Sources:
+    """The configuration sources of a role process: flags sit above the environment, below SSM."""
+    from taskd.config.reload import Sources
+
+    return Sources(
+        path=args.config,
+        environ=dict(os.environ),
+        concurrency=args.concurrency,
+        queues=tuple(args.queue),
+        handlers=tuple(args.handlers),
     )
-    return msgspec.structs.replace(s, worker=w)
 
 
 def run_roles_command(argv: Sequence[str]) -> int:
     args = role_parser().parse_args(argv)
     roles = ["api", "worker", "promoter"] if "all" in args.role else sorted(set(args.role))
-    settings = _with_overrides(load_settings(args.config), args)
+    from taskd.config.reload import Reloader
+
+    _run(_serve(Reloader(role_sources(args)), roles))
+    return 0
+
+
+async def _serve(reloader: Reloader, roles: list[str]) -> None:
+    settings = (await reloader.start()).settings  # reads SSM when ssm.prefix is set
     logs.setup(settings.log.level, settings.log.json)
     from taskd.registry import load_handlers
     from taskd.roles.main import run_roles
 
     registry = load_handlers(settings.worker.handlers if "worker" in roles else ())
-    _run(run_roles(settings, roles, registry))
-    return 0
+    await run_roles(settings, roles, registry, reloader)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
+        if args and args[0] == "config":
+            from taskd import config_cli
+
+            return config_cli.main(args[1:], _run)
         if args and args[0] in COMMANDS:
             from taskd import commands
 

@@ -18,6 +18,10 @@ class ConfigError(TaskdError):
     """The configuration is invalid."""
 
 
+class ConfigSourceUnavailable(ConfigError):
+    """A configuration source (AWS SSM Parameter Store) cannot be read."""
+
+
 class DependencyUnavailable(TaskdError):
     """A backing service (Postgres or Redis) cannot be reached."""
 

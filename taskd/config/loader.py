@@ -23,6 +23,7 @@ CONFIG_ENV = "TASKD_CONFIG"
 # The test suite's own variables (TASKD_TEST_DATABASE__URL, ...) are not settings: processes the
 # tests start inherit them and must not refuse to start over an "unknown section".
 TEST_PREFIX = "TASKD_TEST_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -33,12 +34,21 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+        raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(e)}") from e
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return data
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """The problem and its position, without PyYAML's quote of the line: that line may hold a
+    secret, and this message is logged when a reload is rejected."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        mark = e.problem_mark
+        return f"{e.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return type(e).__name__
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -98,6 +108,12 @@ def validate(s: Settings) -> None:
         problems.append("retry.backoff needs factor >= 1 and base >= 0")
     if not 0 <= s.retry.max_retries <= 100:
         problems.append("retry.max_retries must be within 0..100")
+    if s.log.level.upper() not in LOG_LEVELS:
+        problems.append("log.level must be one of " + ", ".join(LOG_LEVELS))
+    if s.ssm.prefix and not s.ssm.prefix.startswith("/"):
+        problems.append("ssm.prefix must start with /")
+    if s.ssm.poll_interval_seconds <= 0 or s.ssm.timeout_seconds <= 0:
+        problems.append("ssm.poll_interval_seconds and ssm.timeout_seconds must be > 0")
     if problems:
         raise ConfigError("invalid configuration: " + "; ".join(problems))
 

@@ -113,6 +113,21 @@ class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     json: bool = True
 
 
+class SsmSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """AWS SSM Parameter Store, the top configuration source (DESIGN §7): each parameter under
+    ``prefix`` sets one setting (``/taskd/prod/worker/concurrency`` -> ``worker.concurrency``).
+
+    Read from defaults, YAML, the environment and flags only (never from SSM itself); restart
+    required. Credentials come from the AWS default chain (environment, profile, instance role).
+    """
+
+    prefix: str = ""  # e.g. /taskd/prod; empty: SSM is not read
+    region: str = ""  # empty: the AWS default chain (AWS_REGION, AWS_DEFAULT_REGION, profile)
+    endpoint_url: str = ""  # empty: AWS's own endpoint
+    poll_interval_seconds: float = 30.0
+    timeout_seconds: float = 5.0  # connect and read timeout of each call
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     database: DatabaseSettings = DatabaseSettings()
     redis: RedisSettings = RedisSettings()
@@ -124,3 +139,28 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     dlq: DlqSettings = DlqSettings()
     ops: OpsSettings = OpsSettings()
     log: LogSettings = LogSettings()
+    ssm: SsmSettings = SsmSettings()
+
+
+# Settings a running process applies without a restart (DESIGN §7): a reload swaps them into the
+# snapshot and the roles' subscribers act on them. Dotted paths; a section or struct name covers
+# everything under it. Every other setting (connections, ports, queues, handlers, the SSM source
+# itself, ...) needs a restart: a reload that changes one logs "restart required" and keeps the
+# running value. A path added here needs a subscriber in taskd/roles/ that applies it.
+RUNTIME_TUNABLE: frozenset[str] = frozenset(
+    {
+        "worker.concurrency",  # Worker.retune -> Slots.resize
+        "retry",  # defaults of the worker (backoff, run defaults) and the promoter (reaper, DLQ)
+        "dlq.batch_size",  # DlqPublisher reads these on every pass
+        "dlq.retry_base_seconds",
+        "dlq.retry_max_seconds",
+        "log.level",  # the root logger
+        "notify",  # the notifier and the task store's notification defaults (roles/notifier.py)
+    }
+)
+
+
+def needs_restart(path: str) -> bool:
+    """Whether a change to the setting at dotted ``path`` takes a restart to apply."""
+    parts = path.split(".")
+    return not any(".".join(parts[:i]) in RUNTIME_TUNABLE for i in range(1, len(parts) + 1))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from taskd.config.settings import Settings
 from taskd.dlq.factory import make_sink
 from taskd.roles.resources import Resources
 from taskd.services.dlq_publisher import DlqPublisher
@@ -29,6 +30,7 @@ async def run(resources: Resources, stop: asyncio.Event) -> None:
         asyncio.create_task(run_forever("queue gauges", gauges.run_once, p.interval_seconds)),
     ]
     sink = make_sink(s.dlq)
+    publisher: DlqPublisher | None = None
     if sink is not None:
         publisher = DlqPublisher(OutboxStore(resources.pool), sink, s.dlq, s.retry)
         loops.append(
@@ -36,12 +38,25 @@ async def run(resources: Resources, stop: asyncio.Event) -> None:
                 run_forever("dlq publish", publisher.run_once, s.dlq.interval_seconds)
             )
         )
+    unsubscribe = resources.live.subscribe(
+        lambda old, new: _retune(new, reaper, rescuer, publisher)
+    )
     try:
         await stop.wait()
     finally:
+        unsubscribe()
         for t in loops:
             t.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*loops, return_exceptions=True)
         if sink is not None:
             await sink.close()
+
+
+def _retune(s: Settings, reaper: Reaper, rescuer: Rescuer, publisher: DlqPublisher | None) -> None:
+    """A reloaded configuration's retry defaults and DLQ pass settings (DESIGN §7)."""
+    reaper.max_retries_default = s.retry.max_retries
+    rescuer.max_retries_default = s.retry.max_retries
+    if publisher is not None:
+        publisher.retry = s.retry
+        publisher.settings = s.dlq  # its restart-required fields are the running ones

@@ -10,6 +10,7 @@ import asyncpg
 from aiohttp import web
 
 from taskd.api.ops import Check, add_ops_routes
+from taskd.config.live import LiveConfig
 from taskd.config.settings import Settings
 from taskd.queue.client import RedisQueue
 from taskd.store.pool import create_pool
@@ -22,20 +23,24 @@ class Resources:
     pool: asyncpg.Pool
     store: TaskStore
     queue: RedisQueue
+    # The reloadable configuration: roles subscribe what they apply at runtime (DESIGN §7).
+    live: LiveConfig
 
     def checks(self) -> dict[str, Check]:
         return {"postgres": self.store.ping, "redis": self.queue.ping}
 
 
 @asynccontextmanager
-async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
+async def open_resources(
+    settings: Settings, live: LiveConfig | None = None
+) -> AsyncIterator[Resources]:
     pool = await create_pool(settings.database)
     r = settings.redis
     queue = RedisQueue.from_url(
         r.url, socket_timeout=r.socket_timeout, connect_timeout=r.connect_timeout
     )
     try:
-        yield Resources(settings, pool, TaskStore(pool), queue)
+        yield Resources(settings, pool, TaskStore(pool), queue, live or LiveConfig.fixed(settings))
     finally:
         await queue.close()
         await pool.close()

@@ -15,6 +15,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from taskd import logs, metrics
 from taskd.config.settings import RetrySettings, WorkerSettings
 from taskd.errors import DependencyUnavailable
@@ -121,6 +123,18 @@ class Worker:
         """Stop leasing; ``run`` then drains and returns."""
         self._stopping.set()
         self.slots.close()
+
+    def retune(self, concurrency: int, retry: RetrySettings) -> None:
+        """Apply a reloaded configuration (DESIGN §7): the slot pool grows at once and shrinks
+        as running handlers end; new retry defaults apply to attempts started from now on."""
+        if concurrency != self.slots.capacity:
+            log.info("worker %s: %d -> %d slots", self.id, self.slots.capacity, concurrency)
+            self.slots.resize(concurrency)
+            self.settings = msgspec.structs.replace(self.settings, concurrency=concurrency)
+        if retry != self.retry:
+            self.retry = retry
+            self.runner.default_backoff = retry.backoff
+            self._defaults = self._run_defaults()
 
     async def run(self) -> None:
         log.info(

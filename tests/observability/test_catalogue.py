@@ -31,7 +31,6 @@ def test_features_not_built_yet_say_so() -> None:
         "taskd_tasks_dead_lettered_total",
         "taskd_notifications_total",
         "taskd_notify_outbox_backlog",
-        "taskd_config_reloads_total",
     }
 
 
