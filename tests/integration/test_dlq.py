@@ -214,8 +214,10 @@ class RabbitMqUnderTest:
         self.proxy.heal()
 
     async def close(self) -> None:
-        self.proxy.stop()
-        await self.names.drop()
+        try:
+            self.proxy.stop()
+        finally:
+            await self.names.drop()
 
 
 SinkUnderTest = KafkaUnderTest | RabbitMqUnderTest
