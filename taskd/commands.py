@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from taskd import dlq_cli
+from taskd import dlq_cli, schedules_cli
 from taskd.config import Settings, load_settings
 from taskd.errors import DependencyUnavailable
 
@@ -123,6 +123,12 @@ def _token_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tenant", help="tenant (default: the subject)")
     p.add_argument("--scope", default="tasks:read tasks:write", help="space-separated scopes")
     p.add_argument("--ttl", type=float, default=24 * 3600, help="lifetime in seconds")
+    p.add_argument(
+        "--ui",
+        action="store_true",
+        help="print a one-time sign-in link to the dashboard instead of the token",
+    )
+    p.add_argument("--ui-url", help="the dashboard's base URL (default: from api.host/api.port)")
 
 
 async def token(settings: Settings, args: argparse.Namespace) -> int:
@@ -141,8 +147,30 @@ async def token(settings: Settings, args: argparse.Namespace) -> int:
         audience=settings.auth.audience or None,
         issuer=settings.auth.issuer or None,
     )
+    if args.ui:
+        print(await _ui_link(settings, jwt, args.ui_url))
+        return 0
     print(_banner(settings, jwt) if args.banner else jwt)
     return 0
+
+
+async def _ui_link(settings: Settings, jwt: str, base: str | None) -> str:
+    """Store the token under a random ticket in Redis for ``ui.login_link_seconds``; the link
+    carries only the ticket, and signs in once (see taskd.queue.sessions)."""
+    import secrets
+
+    from taskd.queue.client import RedisQueue
+    from taskd.queue.sessions import SessionStore
+
+    ticket = secrets.token_urlsafe(24)
+    queue = RedisQueue.from_url(settings.redis.url)
+    try:
+        ttl_ms = int(settings.ui.login_link_seconds * 1000)
+        await SessionStore(queue.client).put_ticket(ticket, jwt, ttl_ms)
+    finally:
+        await queue.close()
+    base = base or f"http://{settings.api.host}:{settings.api.port}"
+    return f"{base.rstrip('/')}/ui/login?ticket={ticket}"
 
 
 def _banner(settings: Settings, jwt: str) -> str:
@@ -247,4 +275,5 @@ COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[..
     "submit": (_submit_args, submit),
     "status": (_status_args, status),
     "dlq": (dlq_cli.setup, dlq_cli.main),
+    "schedules": (schedules_cli.setup, schedules_cli.main),
 }
