@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -38,7 +39,8 @@ from taskd.store.tasks import TaskStore
 from tests.conftest import bearer, token
 from tests.helpers import registry_of, running_worker
 
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's chromium (.ci/run installs it); GitHub's runners point this at their Chrome.
+CHROMIUM = Path(os.environ.get("TASKD_TEST_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 ARGS = [
     "--no-sandbox",
