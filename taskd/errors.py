@@ -54,6 +54,29 @@ class DuplicateHandler(HandlerError):
     """Two handlers were registered under one task type."""
 
 
+class DeliveryFailed(TaskdError):
+    """A notification (or a built-in handler's email or HTTP call) was not delivered.
+
+    ``permanent`` says that trying again cannot help (the notifier marks the row dead at once).
+    """
+
+    permanent = False
+
+
+class DeliveryRefused(DeliveryFailed):
+    """The message can never be delivered as addressed."""
+
+    permanent = True
+
+
+class InvalidAddress(DeliveryRefused):
+    """Not a deliverable email address."""
+
+
+class DestinationRefused(DeliveryRefused):
+    """The destination resolves to an address that the outbound policy refuses."""
+
+
 class NonRetryableError(Exception):
     """Raised by a handler: fail the task now, without further retries.
 

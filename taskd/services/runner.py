@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import traceback
 from typing import Any
@@ -18,11 +19,25 @@ from taskd.types import LeasedTask, Outcome, TaskStatus
 log = logging.getLogger("taskd.worker")
 
 _result_encoder = msgspec.json.Encoder()
+# Lines of a handler's log (ctx.log) kept with each attempt.
+LOG_TAIL_LINES = 50
 _SCALARS = (type(None), str, int, bool)
 
 
 def error_doc(kind: str, message: str, retryable: bool) -> dict[str, Any]:
     return {"type": kind, "message": message[:4000], "retryable": retryable}
+
+
+def log_tail(lines: list[str], keep: int = LOG_TAIL_LINES) -> tuple[str, ...]:
+    """The last ``keep`` lines of a handler's log (a multi-line entry counts per line), each
+    cut to 1,000 characters."""
+    tail: list[str] = []
+    for entry in reversed(lines):
+        for line in reversed(entry.splitlines() or [""]):
+            tail.append(line[:1000])
+            if len(tail) == keep:
+                return tuple(reversed(tail))
+    return tuple(reversed(tail))
 
 
 class Runner:
@@ -34,6 +49,8 @@ class Runner:
         """Run one attempt; logs its start and end (the task fields come from the log context)."""
         log.debug("attempt started")
         outcome = await self._attempt(task, ctx)
+        if ctx.log_lines:  # kept with the attempt: notifications show the last lines
+            outcome = dataclasses.replace(outcome, log=log_tail(ctx.log_lines))
         log_outcome(outcome)
         return outcome
 

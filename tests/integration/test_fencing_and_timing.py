@@ -93,6 +93,8 @@ async def test_completion_uses_the_primary_key(store: TaskStore) -> None:
         [None] * 100,
         [0.0] * 100,
         ["SUCCESS"] * 100,
+        [None] * 100,  # log lines
+        *([[]] * 5),  # no configured notification defaults
     )
     text = "\n".join(r[0] for r in plan)
     assert "tasks_pkey" in text and "tasks_live" not in text, text

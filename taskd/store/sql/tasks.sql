@@ -67,11 +67,14 @@ RETURNING t.id, t.tenant, t.queue, t.type, t.priority, t.payload, t.attempt, t.a
 
 -- name: complete
 -- Record attempt outcomes, fenced on (id, attempt, RUNNING): a worker whose lease was
--- reclaimed changes nothing. The attempt's history row is written in the same statement.
+-- reclaimed changes nothing. The attempt's history row is written in the same statement, and
+-- so are the notifications a SUCCESS or FAILED asks for: the task's own notify spec, and the
+-- configured defaults passed as parallel arrays $9..$13 (status, type LIKE pattern, queue or
+-- NULL for any, channel, target; empty when none are configured).
 WITH x AS (
     SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::jsonb[], $5::jsonb[],
-                         $6::float8[], $7::text[])
-        AS x(id, attempt, status, result, error, delay, outcome)
+                         $6::float8[], $7::text[], $8::jsonb[])
+        AS x(id, attempt, status, result, error, delay, outcome, log)
 ), done AS (
     UPDATE tasks t
     -- A retry of a task whose cancellation was requested while it ran ends it instead.
@@ -88,13 +91,38 @@ WITH x AS (
     FROM x
     WHERE t.id = x.id AND t.attempt = x.attempt AND (t.status || '') = 'RUNNING'
     RETURNING t.id, t.attempt, t.worker, t.started_at, x.outcome, x.error, t.status,
-              t.has_children
+              t.has_children, x.log, t.type, t.queue, t.notify
 ), history AS (
-    INSERT INTO attempts (task_id, attempt, worker, started_at, outcome, error)
-    SELECT id, attempt, worker, started_at, outcome, error FROM done
+    INSERT INTO attempts (task_id, attempt, worker, started_at, outcome, error, log)
+    SELECT id, attempt, worker, started_at, outcome, error, log FROM done
 ), dead AS (
     -- A final failure is a dead letter: the outbox row commits with the FAILED state.
     INSERT INTO dlq_outbox (task_id) SELECT id FROM done WHERE status = 'FAILED'
+), wanted AS (
+    -- The task's own spec: {"on": [...], "email": [...], "webhook": "..."}. Tasks without
+    -- one are filtered out before anything is unpacked; a malformed spec yields nothing.
+    SELECT d.id, d.attempt, d.status, 'email' AS channel, e.target
+    FROM done d,
+         jsonb_array_elements_text(CASE WHEN jsonb_typeof(d.notify -> 'email') = 'array'
+                                        THEN d.notify -> 'email' END) AS e(target)
+    WHERE d.notify IS NOT NULL AND d.status IN ('SUCCESS', 'FAILED')
+      AND coalesce(d.notify -> 'on', '["SUCCESS", "FAILED"]') ? d.status
+    UNION ALL
+    SELECT d.id, d.attempt, d.status, 'webhook', d.notify ->> 'webhook'
+    FROM done d
+    WHERE d.notify IS NOT NULL AND d.status IN ('SUCCESS', 'FAILED')
+      AND d.notify ->> 'webhook' IS NOT NULL
+      AND coalesce(d.notify -> 'on', '["SUCCESS", "FAILED"]') ? d.status
+    UNION ALL
+    SELECT d.id, d.attempt, d.status, r.channel, r.target
+    FROM unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
+            AS r(status, type_like, queue, channel, target)
+    JOIN done d ON d.status = r.status AND d.type LIKE r.type_like
+               AND (r.queue IS NULL OR r.queue = d.queue)
+), notes AS (
+    INSERT INTO notify_outbox (task_id, task_attempt, event_status, channel, target)
+    SELECT DISTINCT id, attempt, status, channel, target FROM wanted
+    ON CONFLICT DO NOTHING
 )
 SELECT id, attempt, status, has_children FROM done;
 
@@ -109,6 +137,7 @@ JOIN unnest($1::uuid[], $2::int[]) AS x(id, attempt)
 -- Leases that expired or vanished: record the attempt as LOST (fenced on the lease token) and
 -- put the task back to PENDING, or FAILED when its budget is spent. Returns what to enqueue:
 -- the tasks just made PENDING and those that were PENDING already (leased, never started).
+-- A task that fails here notifies as in `complete` (configured defaults in $5..$9).
 WITH x AS (SELECT * FROM unnest($1::uuid[], $2::text[]) AS x(id, token)),
 lost AS (
     UPDATE tasks t
@@ -124,12 +153,35 @@ lost AS (
         updated_at = now()
     FROM x
     WHERE t.id = x.id AND t.lease_token = x.token AND (t.status || '') = 'RUNNING'
-    RETURNING t.id, t.attempt, t.worker, t.started_at, t.status, t.queue, t.priority
+    RETURNING t.id, t.attempt, t.worker, t.started_at, t.status, t.queue, t.priority,
+              t.type, t.notify
 ), history AS (
     INSERT INTO attempts (task_id, attempt, worker, started_at, outcome, error)
     SELECT id, attempt, worker, started_at, 'LOST', $3::jsonb FROM lost
 ), dead AS (
     INSERT INTO dlq_outbox (task_id) SELECT id FROM lost WHERE status = 'FAILED'
+), wanted AS (
+    SELECT d.id, d.attempt, d.status, 'email' AS channel, e.target
+    FROM lost d,
+         jsonb_array_elements_text(CASE WHEN jsonb_typeof(d.notify -> 'email') = 'array'
+                                        THEN d.notify -> 'email' END) AS e(target)
+    WHERE d.notify IS NOT NULL AND d.status = 'FAILED'
+      AND coalesce(d.notify -> 'on', '["SUCCESS", "FAILED"]') ? d.status
+    UNION ALL
+    SELECT d.id, d.attempt, d.status, 'webhook', d.notify ->> 'webhook'
+    FROM lost d
+    WHERE d.notify IS NOT NULL AND d.status = 'FAILED' AND d.notify ->> 'webhook' IS NOT NULL
+      AND coalesce(d.notify -> 'on', '["SUCCESS", "FAILED"]') ? d.status
+    UNION ALL
+    SELECT d.id, d.attempt, d.status, r.channel, r.target
+    FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
+            AS r(status, type_like, queue, channel, target)
+    JOIN lost d ON d.status = r.status AND d.type LIKE r.type_like
+               AND (r.queue IS NULL OR r.queue = d.queue)
+), notes AS (
+    INSERT INTO notify_outbox (task_id, task_attempt, event_status, channel, target)
+    SELECT DISTINCT id, attempt, status, channel, target FROM wanted
+    ON CONFLICT DO NOTHING
 )
 SELECT id, queue, priority, status, 0::bigint AS delay_ms FROM lost
 UNION ALL
