@@ -140,14 +140,13 @@ class UiStore:
         return int(row["lost"]), int(row["dead"])
 
     @translated
-    async def throughput(self, tenant: str | None) -> dict[str, list[tuple[int, int]]]:
-        """``{queue: [(succeeded, failed) per minute, oldest first]}`` over the last hour."""
-        out: dict[str, list[tuple[int, int]]] = {}
-        for r in await self.pool.fetch(Q["throughput"], tenant):
-            series = out.setdefault(r["queue"], [(0, 0)] * 60)
-            minute = 59 - min(max(r["ago"], 0), 59)
-            series[minute] = (r["ok"], r["failed"])
-        return out
+    async def throughput(
+        self, tenant: str | None, since: float
+    ) -> dict[tuple[str, int], tuple[int, int]]:
+        """``{(queue, minute): (succeeded, failed)}`` of attempts ended since ``since``
+        (epoch seconds); ``minute`` is the epoch second the minute starts at."""
+        rows = await self.pool.fetch(Q["throughput"], tenant, since)
+        return {(r["queue"], int(r["minute"])): (r["ok"], r["failed"]) for r in rows}
 
     @translated
     async def watch_tasks(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[Any, ...]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -91,16 +92,44 @@ async def overview(ui: UiState, tenant: str | None) -> Overview:
                 dead=c.get("FAILED", 0),
                 oldest_age=(now - oldest).total_seconds() if oldest else 0.0,
             )
-    spark = await ui.cache.get(("spark", tenant), 30, lambda: ui.store.throughput(tenant))
-    for name, series in spark.items():
+    sparks = ui.sparks.setdefault(tenant, Sparks())
+    await ui.cache.get(("spark", tenant), 15, lambda: sparks.refresh(ui, tenant))
+    for name, (ok, failed) in sparks.series().items():
         row = rows.setdefault(name, QueueRow(name))
-        row.ok = [s[0] for s in series]
-        row.failed = [s[1] for s in series]
+        row.ok, row.failed = ok, failed
     lost, dead_recent = await ui.cache.get(
         ("recent", tenant), 10, lambda: ui.store.recent_activity(RECENT_SECONDS, tenant)
     )
     workers = await ui.presence.live()
     return Overview(sorted(rows.values(), key=lambda r: r.name), workers, lost, dead_recent)
+
+
+@dataclass
+class Sparks:
+    """Attempts per queue and minute over the last hour, counted incrementally: each refresh
+    asks only for the minutes since the last complete one, so a busy hour is read once."""
+
+    buckets: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+    complete_until: int = 0  # minutes before this one are counted for good
+
+    async def refresh(self, ui: UiState, tenant: str | None) -> None:
+        now_minute = int(time.time()) // 60 * 60
+        since = max(self.complete_until, now_minute - 3540)
+        fresh = await ui.store.throughput(tenant, since)
+        self.buckets = {k: v for k, v in self.buckets.items() if now_minute - 3540 <= k[1] < since}
+        self.buckets.update(fresh)
+        self.complete_until = now_minute
+
+    def series(self) -> dict[str, tuple[list[int], list[int]]]:
+        """``{queue: (succeeded, failed)}`` per minute, the oldest of the 60 first."""
+        first = self.complete_until - 3540
+        out: dict[str, tuple[list[int], list[int]]] = {}
+        for (queue, minute), (ok, failed) in self.buckets.items():
+            i = (minute - first) // 60
+            if 0 <= i < 60:
+                series = out.setdefault(queue, ([0] * 60, [0] * 60))
+                series[0][i], series[1][i] = ok, failed
+        return out
 
 
 @dataclass

@@ -70,6 +70,8 @@ class UiState:
     pacer: Pacer
     hub: LiveHub
     cache: Cache = field(default_factory=Cache)
+    # Overview sparklines per tenant filter (taskd.ui.models.Sparks).
+    sparks: dict[str | None, Any] = field(default_factory=dict)
 
 
 UI = web.AppKey("taskd_ui", UiState)

@@ -35,8 +35,13 @@ async def test_sign_in_find_a_failed_task_read_its_attempts_retry_and_watch_it_s
         failed = await ui.submit("t.ship", payload={"order": 7}, max_retries=1)
         await ui.submit("t.ship", payload={"order": 8}, delay=3600)
         await tab.sign_in(writer())
-        await tab.shot("overview")
         page = tab.page
+        queue_row = page.locator(f"tr[data-queue='{ui.queue_name}']")
+        await expect(queue_row.locator("td.spark")).to_contain_text("0 / 2")  # last hour
+        await expect(queue_row.locator("td.num").nth(1)).to_have_text("1")  # delayed
+        await expect(page.get_by_test_id("banner-dlq")).to_be_visible()
+        await expect(page.get_by_test_id("workers-live")).to_have_text("1")
+        await tab.shot("overview")
         await page.get_by_role("link", name="Tasks", exact=True).click()
         await page.get_by_label("status").select_option("FAILED")
         await page.get_by_role("button", name="Filter").click()

@@ -12,6 +12,7 @@ from playwright.async_api import APIResponse, Browser, expect
 from taskd import TaskContext
 from taskd.queue.sessions import SessionStore
 from taskd.ui.security import CSP
+from tests.conftest import token
 from tests.ui.conftest import Tab, Ui, new_tab, reader, writer
 from tests.ui.test_flows import Switch, eventually_status
 
@@ -59,7 +60,7 @@ async def test_a_read_only_token_sees_no_action_button_and_its_posts_get_403(
     tab.assert_no_csp_violation()
 
 
-async def test_another_tenants_task_is_a_404(ui: Ui, tab: Tab) -> None:
+async def test_another_tenants_task_is_a_404(ui: Ui, tab: Tab, browser: Browser) -> None:
     theirs = await failed_task(ui, tenant="bob")
     await tab.sign_in(writer("alice"))
     for path in (f"/ui/tasks/{theirs}", f"/ui/tasks/{theirs}/payload.json"):
@@ -74,6 +75,15 @@ async def test_another_tenants_task_is_a_404(ui: Ui, tab: Tab) -> None:
     assert await ui.status(theirs) == "FAILED"
     await tab.open("/ui/tasks")
     await expect(tab.page.get_by_test_id("count")).to_have_text("0 tasks")
+    # an admin sees every tenant
+    admin = await new_tab(browser, ui)
+    await admin.sign_in(token("root", scopes=("admin",)))
+    await admin.open(f"/ui/tasks/{theirs}")
+    await expect(admin.page.locator("#task-live .status .badge")).to_have_text("FAILED")
+    await admin.open("/ui/")
+    await expect(admin.page.get_by_test_id("queues")).to_contain_text(ui.queue_name)
+    admin.assert_no_csp_violation()
+    await admin.context.close()
 
 
 async def test_a_post_without_the_csrf_token_or_from_another_origin_is_refused(
