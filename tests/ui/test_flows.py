@@ -105,6 +105,7 @@ async def test_open_a_dag_and_see_a_node_change_colour(ui: Ui, tab: Tab) -> None
         await expect(extract).to_have_attribute("data-status", "RUNNING")
         await expect(extract).to_have_class("node st-RUNNING")
         await expect(load).to_have_attribute("data-status", "WAITING")
+        await tab.shot("dag")
         before = tab.navigations
         gate.set()
         await expect(extract).to_have_class("node st-SUCCESS")

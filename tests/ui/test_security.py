@@ -137,6 +137,7 @@ async def test_every_route_carries_the_csp_and_the_console_reports_no_violation(
             assert resp is not None and resp.status == 200, path
             assert (await resp.all_headers())["content-security-policy"] == CSP, path
             seen.add(route)
+            await tab.shot("page" + route.replace("/", "-").replace("{", "").replace("}", ""))
         others = {
             "/ui": await tab.page.request.get(tab.base + "/ui", max_redirects=0),
             "/ui/static": await tab.page.request.get(tab.base + "/ui/static/app.css"),
