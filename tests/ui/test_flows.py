@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from playwright.async_api import expect
@@ -40,7 +41,8 @@ async def test_sign_in_find_a_failed_task_read_its_attempts_retry_and_watch_it_s
         await expect(queue_row.locator("td.spark")).to_contain_text("0 / 2")  # last hour
         await expect(queue_row.locator("td.num").nth(1)).to_have_text("1")  # delayed
         await expect(page.get_by_test_id("banner-dlq")).to_be_visible()
-        await expect(page.get_by_test_id("workers-live")).to_have_text("1")
+        # presence is global to the Redis: other suites' workers may be live too
+        await expect(page.get_by_test_id("workers-live")).to_have_text(re.compile(r"^[1-9]"))
         await tab.shot("overview")
         await page.get_by_role("link", name="Tasks", exact=True).click()
         await page.get_by_label("status").select_option("FAILED")

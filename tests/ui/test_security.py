@@ -138,6 +138,10 @@ async def test_every_route_carries_the_csp_and_the_console_reports_no_violation(
             assert (await resp.all_headers())["content-security-policy"] == CSP, path
             seen.add(route)
             await tab.shot("page" + route.replace("/", "-").replace("{", "").replace("}", ""))
+        ours = tab.page.get_by_test_id("workers").locator("tr", has_text=ui.queue_name)
+        await tab.open("/ui/workers")
+        await expect(ours).to_have_count(1)
+        await expect(ours).to_contain_text("t.quick")
         others = {
             "/ui": await tab.page.request.get(tab.base + "/ui", max_redirects=0),
             "/ui/static": await tab.page.request.get(tab.base + "/ui/static/app.css"),
