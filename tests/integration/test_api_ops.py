@@ -156,7 +156,8 @@ async def test_openapi_is_valid_3_1_and_documents_every_route(api: Client) -> No
     served = {
         (route.method.lower(), route.resource.canonical)
         for route in api.server.app.router.routes()
-        if route.method != "HEAD" and route.resource is not None
+        if route.method != "HEAD"
+        and route.resource is not None
         # the dashboard (/ui) is HTML for people, not part of the REST API
         and not route.resource.canonical.startswith("/ui")
     } - {("get", "/openapi.json"), ("get", "/docs")}
