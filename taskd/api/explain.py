@@ -107,7 +107,8 @@ def _workers(row: Mapping[str, Any], workers: Sequence[WorkerInfo]) -> Reason | 
         return Reason(
             "no_worker_for_type",
             f"{len(on_queue)} live worker{'s' if len(on_queue) != 1 else ''} serve the queue "
-            f"{queue!r}, but none has a handler for the type {type_!r}.",
+            f"{queue!r}, but none has a handler for the type {type_!r}: a worker that "
+            "leases it fails it (UnknownTaskType).",
         )
     return None
 
