@@ -60,5 +60,13 @@ async def test_core_flows_pass_without_javascript(ui: Ui, browser: Browser) -> N
         await page.locator("[data-action=bulk-cancel]").click()
         await expect(page.get_by_test_id("notice")).to_contain_text("Cancelled 2 of 2")
         assert [await ui.status(t) for t in more] == ["CANCELLED"] * 2
+
+        # look a task up by its idempotency key, then by its id
+        keyed = await ui.submit("t.ship", delay=3600, idempotency_key="order-42")
+        for query in ("order-42", keyed):
+            await tab.open("/ui/tasks")
+            await page.get_by_label("Look up a task by id or idempotency key").fill(query)
+            await page.get_by_role("button", name="Find").click()
+            await expect(page).to_have_url(f"{ui.base}/ui/tasks/{keyed}")
     tab.assert_no_csp_violation()
     await tab.context.close()
