@@ -114,6 +114,20 @@ CONFIG_RELOADS = Counter(
     ("result",),
 )
 
+# Schedules (the promoter's firer; trigger and backfill through the API).
+SCHEDULE_FIRES = Counter(
+    "taskd_schedule_fires_total",
+    "Schedule fire instants recorded, by outcome (enqueued, caught_up, skipped_overlap, missed, "
+    "triggered, backfilled).",
+    ("outcome",),
+)
+SCHEDULE_LAG = Histogram(
+    "taskd_schedule_lag_seconds",
+    "How late the promoter created a scheduled run's task: now minus the fire instant, 0 when "
+    "it was created ahead of its instant.",
+    buckets=(0, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600),
+)
+
 # Dependencies and the API.
 DEPENDENCY_UP = Gauge(
     "taskd_dependency_up", "1 when the dependency answered its last check.", ("dependency",)
