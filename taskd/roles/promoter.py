@@ -9,6 +9,7 @@ import contextlib
 from taskd.config.settings import Settings
 from taskd.dlq.factory import make_sink
 from taskd.roles.resources import Resources
+from taskd.roles.schedules import start_firer
 from taskd.services.dlq_publisher import DlqPublisher
 from taskd.services.loop import run_forever
 from taskd.services.maintenance import Reaper, Reconciler, Rescuer
@@ -23,12 +24,14 @@ async def run(resources: Resources, stop: asyncio.Event) -> None:
     reconciler = Reconciler(store, queue, p.reconcile_grace_seconds, p.batch_size)
     rescuer = Rescuer(store, queue, s.worker.lease_seconds, s.retry.max_retries, batch=p.batch_size)
     gauges = QueueGauges(store, queue)
+    firer = await start_firer(resources)  # declares the configured schedules first
     loops = [
         asyncio.create_task(run_forever("reap", reaper.run_once, p.interval_seconds)),
         asyncio.create_task(run_forever("reconcile", reconciler.run_once, p.interval_seconds)),
         asyncio.create_task(run_forever("rescue", rescuer.run_once, p.interval_seconds)),
         asyncio.create_task(run_forever("queue gauges", gauges.run_once, p.interval_seconds)),
     ]
+    loops.append(asyncio.create_task(run_forever("schedules", firer.run_once, p.interval_seconds)))
     sink = make_sink(s.dlq)
     publisher: DlqPublisher | None = None
     if sink is not None:
