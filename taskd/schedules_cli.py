@@ -29,17 +29,22 @@ class CliError(Exception):
 
 
 def setup(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--api", help="API base URL (default: from api.host/api.port)")
-    p.add_argument("--token", help="bearer token (default: $TASKD_TOKEN or a minted dev token)")
-    p.add_argument("--json", action="store_true", help="print the API's JSON")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--api", help="API base URL (default: from api.host/api.port)")
+    common.add_argument(
+        "--token", help="bearer token (default: $TASKD_TOKEN or a minted dev token)"
+    )
+    common.add_argument("--json", action="store_true", help="print the API's JSON")
     sub = p.add_subparsers(dest="action", required=True)
-    ls = sub.add_parser("list", help="list schedules, newest first")
+    ls = sub.add_parser("list", parents=[common], help="list schedules, newest first")
     ls.add_argument("--name", help="only the schedule with this name")
     ls.add_argument("--limit", type=int, default=100)
-    show = sub.add_parser("show", help="a schedule, its next fires and its latest fires")
+    show = sub.add_parser(
+        "show", parents=[common], help="a schedule, its next fires and its latest fires"
+    )
     show.add_argument("schedule", help="id or name")
     show.add_argument("--fires", type=int, default=10, help="how many latest fires to show")
-    trigger = sub.add_parser("trigger", help="run a schedule now")
+    trigger = sub.add_parser("trigger", parents=[common], help="run a schedule now")
     trigger.add_argument("schedule", help="id or name")
 
 

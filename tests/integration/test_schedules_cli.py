@@ -18,7 +18,8 @@ async def cli(api: TestClient[Any, Any], settings: Settings, *argv: str) -> int:
     parser = argparse.ArgumentParser()
     schedules_cli.setup(parser)
     base = str(api.make_url("")).rstrip("/")
-    args = parser.parse_args(["--api", base, "--token", token(), *argv])
+    action, *rest = argv
+    args = parser.parse_args([action, "--api", base, "--token", token(), *rest])
     return await schedules_cli.main(settings, args)
 
 
@@ -39,7 +40,7 @@ async def test_list_show_and_trigger_by_name(
     assert "nightly" in out and "cron 0 2 * * * (UTC)" in out and "active/api" in out
     assert await cli(api, settings, "trigger", "nightly") == 0
     assert capsys.readouterr().out.startswith("triggered: task ")
-    assert await cli(api, settings, "--json", "show", "nightly") == 0
+    assert await cli(api, settings, "show", "nightly", "--json") == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["schedule"]["id"] == schedule["id"]
     assert [f["outcome"] for f in shown["fires"]] == ["triggered"]
