@@ -18,15 +18,19 @@ $(BIN)/taskd: pyproject.toml
 
 install: $(BIN)/taskd ## Create .venv and install taskd with its dev tools
 
-run: install ## Start the whole system locally (api, worker, promoter) with config/dev.yaml
+run: install ## Start the whole system locally (api, worker, notifier, promoter) with config/dev.yaml
 	@$(BIN)/taskd check --config $(CONFIG)
 	@$(BIN)/taskd migrate --config $(CONFIG)
 	@$(BIN)/python scripts/local_kafka.py $(CONFIG)
+	@$(BIN)/python scripts/local_smtp.py $(CONFIG)
 	@$(BIN)/taskd token --config $(CONFIG) --sub dev --banner
 	exec $(BIN)/taskd --role all --config $(CONFIG)
 
 stop-kafka: ## Stop the local Kafka-protocol broker that `make run` started
 	@test -f .run/tansu.pid && kill $$(cat .run/tansu.pid) && rm .run/tansu.pid || echo "no local broker running"
+
+stop-smtp: ## Stop the local SMTP sink that `make run` started
+	@test -f .run/smtp.pid && kill $$(cat .run/smtp.pid) && rm .run/smtp.pid || echo "no local SMTP sink running"
 
 test: install ## Run the whole test suite against local Postgres and Redis
 	$(BIN)/pytest -q $(PYTEST_ARGS)
@@ -44,4 +48,4 @@ chaos: install ## Randomized fault soak (MINUTES=3): kills, Redis loss, outages;
 bench: install ## Benchmarks that print their figures
 	$(BIN)/python -m bench.throughput
 
-.PHONY: help install run stop-kafka test lint type bench chaos
+.PHONY: help install run stop-kafka stop-smtp test lint type bench chaos

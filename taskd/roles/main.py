@@ -11,11 +11,11 @@ from taskd.config.live import LiveConfig
 from taskd.config.reload import Reloader
 from taskd.config.settings import Settings
 from taskd.registry import Registry
-from taskd.roles import api, promoter, worker
+from taskd.roles import api, notifier, promoter, worker
 from taskd.roles.reload import following
 from taskd.roles.resources import open_resources, ops_app, serve
 
-ROLES = ("api", "worker", "promoter")
+ROLES = ("api", "worker", "notifier", "promoter")
 log = logging.getLogger("taskd")
 
 
@@ -34,6 +34,7 @@ async def run_roles(
         loop.add_signal_handler(sig, stop.set)
     live = reloader.live if reloader is not None else LiveConfig.fixed(settings)
     async with open_resources(settings, live) as res, following(live, reloader):
+        unfollow = notifier.follow_defaults(res)  # completions write the configured defaults
         ops = None
         if "api" not in roles:  # the api role serves /metrics and the probes on its own port
             ops = await serve(ops_app(res), settings.ops.host, settings.ops.port)
@@ -44,11 +45,14 @@ async def run_roles(
             tasks.append(asyncio.create_task(worker.run(res, stop, registry)))
         if "promoter" in roles:
             tasks.append(asyncio.create_task(promoter.run(res, stop)))
+        if "notifier" in roles:
+            tasks.append(asyncio.create_task(notifier.run(res, stop)))
         log.info("running roles: %s", ", ".join(roles))
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             stop.set()
             await asyncio.gather(*tasks)
         finally:
+            unfollow()
             if ops is not None:
                 await ops.cleanup()
