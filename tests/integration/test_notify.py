@@ -194,6 +194,7 @@ async def test_a_receiver_failing_three_times_gets_it_on_the_fourth_try_with_bac
     [row] = await outbox(store)
     attempts = await delivery_attempts(store, row["id"])
     assert [a["outcome"] for a in attempts] == ["failed", "failed", "failed", "delivered"]
+    assert all(a["started_at"] <= a["finished_at"] for a in attempts)
     assert "HTTP 500" in attempts[0]["detail"] and "HTTP 503" in attempts[1]["detail"]
     gaps = [b.received_at - a.received_at for a, b in itertools.pairwise(hooks)]
     for gap, backoff in zip(gaps, (0.05, 0.1, 0.2), strict=True):

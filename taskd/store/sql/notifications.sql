@@ -22,6 +22,7 @@ FROM attempts WHERE task_id = ANY($1::uuid[]) ORDER BY task_id, attempt;
 -- One delivery attempt per row: delivered, failed (due again after min(max, base * 2^(n-1))
 -- seconds, n counting this attempt) or abandoned (dead); each attempt is kept in
 -- notify_attempts. The first rendering of a row is kept so that retries send the same message.
+-- Times are clock_timestamp(): now() is when the claim began, before the delivery took its time.
 WITH x AS (
     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
         AS x(id, outcome, detail, content, started_at)
@@ -30,19 +31,20 @@ WITH x AS (
     SET attempts = o.attempts + 1,
         state = CASE x.outcome WHEN 'delivered' THEN 'delivered'
                                WHEN 'abandoned' THEN 'dead' ELSE 'pending' END,
-        delivered_at = CASE WHEN x.outcome = 'delivered' THEN now() END,
+        delivered_at = CASE WHEN x.outcome = 'delivered' THEN clock_timestamp() END,
         last_error = CASE WHEN x.outcome = 'delivered' THEN NULL ELSE left(x.detail, 2000) END,
         content = coalesce(o.content, x.content),
         next_attempt_at = CASE WHEN x.outcome = 'failed'
-                               THEN now() + least($7, $6 * power(2, least(o.attempts, 30)))
-                                            * interval '1 second'
+                               THEN clock_timestamp()
+                                    + least($7, $6 * power(2, least(o.attempts, 30)))
+                                      * interval '1 second'
                                ELSE o.next_attempt_at END
     FROM x
     WHERE o.id = x.id
     RETURNING o.id, o.attempts
 )
-INSERT INTO notify_attempts (outbox_id, attempt, started_at, outcome, detail)
-SELECT s.id, s.attempts, x.started_at, x.outcome, left(x.detail, 2000)
+INSERT INTO notify_attempts (outbox_id, attempt, started_at, finished_at, outcome, detail)
+SELECT s.id, s.attempts, x.started_at, clock_timestamp(), x.outcome, left(x.detail, 2000)
 FROM settled s JOIN x ON x.id = s.id;
 
 -- name: backlog
