@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
-from taskd.cli import role_parser
+from taskd.cli import ALL_ROLES, role_parser
 from taskd.commands import COMMANDS
 from taskd.config.loader import load_settings
 from taskd.config.settings import Settings
@@ -36,7 +36,7 @@ def parse_args(args: list[str]) -> argparse.Namespace:
 
 def roles(args: list[str]) -> list[str]:
     chosen = parse_args(args).role
-    return ["api", "worker", "promoter"] if "all" in chosen else sorted(set(chosen))
+    return list(ALL_ROLES) if "all" in chosen else sorted(set(chosen))
 
 
 @dataclass

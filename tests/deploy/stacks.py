@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from taskd.cli import ALL_ROLES
 from tests.deploy.dockerfile import ROOT
 
 OVERLAYS = {
@@ -26,12 +27,14 @@ OVERLAYS = {
 }
 COMPOSE = ROOT / "deploy" / "docker-compose.yml"
 WORKFLOW = ROOT / ".github" / "workflows" / "ci.yml"
-TASKD_ROLES = ("api", "worker", "promoter")
+TASKD_ROLES = ALL_ROLES  # one Deployment (compose service) each
 # The prod overlay leaves the Secret to be created out of band: these stand in for it.
 STAND_INS = {
     "database-url": "postgresql://overridden/by-the-test",
     "redis-url": "redis://overridden/by-the-test",
     "jwt-secret": "stand-in-for-the-out-of-band-secret-0123456789",
+    "smtp-password": "stand-in-smtp-password",
+    "webhook-secret": "whsec_c3RhbmQtaW4td2ViaG9vay1zZWNyZXQ=",
 }
 
 Doc = dict[str, Any]

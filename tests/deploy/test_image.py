@@ -49,7 +49,7 @@ def test_entrypoint_is_taskd_and_cmd_parses_as_taskd_arguments() -> None:
     assert exec_form(final.last("ENTRYPOINT")) == ["taskd"]
     cmd = exec_form(final.last("CMD"))
     parse_args(cmd)  # taskd's own parser; SystemExit fails the test
-    assert sorted(roles(cmd)) == ["api", "promoter", "worker"]
+    assert sorted(roles(cmd)) == ["api", "notifier", "promoter", "worker"]
 
 
 def test_the_image_exposes_the_ports_its_config_listens_on(image: Image, tmp_path: Path) -> None:

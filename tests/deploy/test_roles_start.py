@@ -2,8 +2,8 @@
 
 Per stack: the migrate Job migrates a bare database; then every Deployment (compose service) starts
 from the image's layout with its own arguments, environment, mounted config and Secret values
-(only the database and Redis URLs, and Kafka's address, point at this machine, and each probe
-port is a free one),
+(only the database and Redis URLs, Kafka's and the SMTP relay's addresses point at this machine,
+and each probe port is a free one),
 answers its readiness and liveness probes, runs a demo task end to end, and exits 0 on SIGTERM
 within its grace period.
 """
@@ -85,13 +85,20 @@ async def test_every_role_command_starts_and_serves(
     jobs = [c for c in found if c.is_job]
     services = [c for c in found if not c.is_job]
     assert [c.args for c in jobs] == [["migrate"]], f"{stack}: one migrate job expected"
-    assert sorted(r for c in services for r in roles(c.args)) == ["api", "promoter", "worker"]
+    assert sorted(r for c in services for r in roles(c.args)) == [
+        "api",
+        "notifier",
+        "promoter",
+        "worker",
+    ]
     launcher = Launcher(image, tmp_path)
     local = {
         "TASKD_DATABASE__URL": empty_database,
         "TASKD_REDIS__URL": private_redis.url,
-        # Nothing listens there: the roles must start and be ready without Kafka.
+        # Nothing listens there: the roles must start and be ready without Kafka or SMTP.
         "TASKD_DLQ__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "TASKD_NOTIFY__SMTP__HOST": "127.0.0.1",
+        "TASKD_NOTIFY__SMTP__PORT": str(free_port()),
     }
 
     code, output = await run_job(launcher, jobs[0], local)
@@ -120,9 +127,11 @@ async def test_the_image_default_command_runs_every_role(
             "TASKD_DATABASE__URL": database,
             "TASKD_REDIS__URL": private_redis.url,
             "TASKD_DLQ__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "TASKD_NOTIFY__SMTP__HOST": "127.0.0.1",
+            "TASKD_NOTIFY__SMTP__PORT": str(free_port()),
         },
     )
-    assert sorted(roles(default.args)) == ["api", "promoter", "worker"]
+    assert sorted(roles(default.args)) == ["api", "notifier", "promoter", "worker"]
     launcher = Launcher(image, tmp_path)
     port = launcher.settings(default).api.port  # the api role serves the probes
     default.probes = [Probe("probe", "/healthz", port), Probe("probe", "/readyz", port)]
