@@ -15,7 +15,8 @@ from taskd.errors import ConfigError, DependencyUnavailable, HandlerError
 if TYPE_CHECKING:
     from taskd.config.reload import Reloader, Sources
 
-COMMANDS = ("migrate", "token", "submit", "status", "check", "dlq", "config")
+ALL_ROLES = ("api", "worker", "notifier", "promoter")
+COMMANDS = ("migrate", "token", "submit", "status", "check", "dlq", "config", "schedules")
 
 START_HINTS = {
     "postgres": "start it with: "
@@ -43,7 +44,7 @@ def role_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--role",
         action="append",
-        choices=["api", "worker", "promoter", "all"],
+        choices=[*ALL_ROLES, "all"],
         required=True,
         help="role to run (repeatable); 'all' runs every role",
     )
@@ -71,7 +72,7 @@ def role_sources(args: argparse.Namespace) -> Sources:
 
 def run_roles_command(argv: Sequence[str]) -> int:
     args = role_parser().parse_args(argv)
-    roles = ["api", "worker", "promoter"] if "all" in args.role else sorted(set(args.role))
+    roles = list(ALL_ROLES) if "all" in args.role else sorted(set(args.role))
     from taskd.config.reload import Reloader
 
     _run(_serve(Reloader(role_sources(args)), roles))

@@ -90,9 +90,7 @@ STALE_WRITES = Counter(
 
 # Dead letters (the promoter's outbox publisher), notifications and configuration reloads
 # (declared now, emitted once the notifier and config reload land).
-DLQ_BACKLOG = Gauge(
-    "taskd_dlq_unpublished", "Dead letters waiting in the outbox to be published."
-)
+DLQ_BACKLOG = Gauge("taskd_dlq_unpublished", "Dead letters waiting in the outbox to be published.")
 DLQ_PUBLISHED = Counter("taskd_dlq_published_total", "Dead letters published to the DLQ sink.")
 DLQ_PUBLISH_FAILURES = Counter(
     "taskd_dlq_publish_failures_total",

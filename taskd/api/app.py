@@ -11,9 +11,11 @@ from taskd import metrics
 from taskd.api.context import CONTEXT, ApiContext
 from taskd.api.dag_routes import routes as dag_routes
 from taskd.api.errors import make_error_middleware
+from taskd.api.explain import routes as explain_routes
 from taskd.api.openapi import docs_page, openapi_json
 from taskd.api.ops import add_ops_routes
 from taskd.api.routes import routes
+from taskd.api.schedule_routes import routes as schedule_routes
 from taskd.api.tracing import request_context
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -49,7 +51,13 @@ def create_app(context: ApiContext) -> web.Application:
     app[CONTEXT] = context
     app.add_routes(routes)
     app.add_routes(dag_routes)
+    app.add_routes(schedule_routes)
+    app.add_routes(explain_routes)
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/docs", docs_page)
     add_ops_routes(app, {"postgres": context.store.ping, "redis": context.queue.ping})
+    if context.settings.ui.enabled:
+        from taskd.ui.app import mount  # the dashboard (Jinja2) loads only when it is served
+
+        mount(app, context)
     return app

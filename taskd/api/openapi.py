@@ -10,6 +10,9 @@ import msgspec
 from aiohttp import web
 
 from taskd import __version__
+from taskd.api.explain import Explanation
+from taskd.api.schedule_openapi import SCHEMAS as SCHEDULE_SCHEMAS
+from taskd.api.schedule_openapi import schedule_paths
 from taskd.api.schemas import (
     BatchResult,
     DagTaskSubmission,
@@ -139,6 +142,7 @@ def _paths() -> dict[str, Any]:
             )
         },
         **_dag_paths(task_id),
+        **schedule_paths(_op, _ref, _json, _query),
         "/healthz": {"get": _op("Liveness", None, plain)},
         "/readyz": {"get": _op("Readiness: Postgres and Redis answer", None, plain)},
         "/metrics": {"get": _op("Prometheus metrics", None, plain)},
@@ -161,6 +165,15 @@ def _dag_paths(task_id: dict[str, Any]) -> dict[str, Any]:
                 "Cancel: WAITING/PENDING end now; RUNNING handlers are stopped on their worker",
                 "tasks:write",
                 {"200": {"description": "the task", **_json(_ref("TaskView"))}},
+                parameters=[task_id],
+            )
+        },
+        "/v1/tasks/{id}/explain": {
+            "get": _op(
+                "Why the task is not running (or is): parents, due time, queue position, "
+                "live workers for its queue and type, lease holder",
+                "tasks:read",
+                {"200": {"description": "the reasons", **_json(_ref("Explanation"))}},
                 parameters=[task_id],
             )
         },
@@ -201,7 +214,17 @@ class DagSubmissionDoc(msgspec.Struct):
 @cache
 def document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
-        [TaskSubmission, TaskView, TaskList, BatchResult, ErrorResponse, DagSubmissionDoc, DagView],
+        [
+            TaskSubmission,
+            TaskView,
+            TaskList,
+            BatchResult,
+            ErrorResponse,
+            DagSubmissionDoc,
+            DagView,
+            Explanation,
+            *SCHEDULE_SCHEMAS,
+        ],
         ref_template=_REF,
     )
     return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from taskd.backoff import Backoff
+from taskd.schedule.spec import ScheduleSpec
 
 
 class DatabaseSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -113,6 +114,74 @@ class LogSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     json: bool = True
 
 
+class NotifyRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A configured default: notify these targets whenever a matching task ends."""
+
+    # SUCCESS and/or FAILED. (Not "on": YAML reads an unquoted `on:` key as true.)
+    statuses: tuple[str, ...] = ("FAILED",)
+    types: tuple[str, ...] = ("*",)  # task types; "*" matches any run of characters
+    queues: tuple[str, ...] = ()  # empty: every queue
+    email: tuple[str, ...] = ()
+    webhook: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.statuses or not set(self.statuses) <= {"SUCCESS", "FAILED"}:
+            raise ValueError("notify.defaults[].statuses takes SUCCESS and/or FAILED")
+        if not self.email and not self.webhook:
+            raise ValueError("notify.defaults[] needs an email list or a webhook")
+        if self.webhook and not self.webhook.startswith(("https://", "http://")):
+            raise ValueError("notify.defaults[].webhook must be an http(s) URL")
+
+
+class SmtpSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 25
+    security: str = "none"  # none | starttls | tls (implicit TLS, usually port 465)
+    username: str = ""  # login when set
+    password: str = ""
+    sender: str = "taskd@localhost"  # the From address
+    validate_certs: bool = True
+    timeout_seconds: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.security not in ("none", "starttls", "tls"):
+            raise ValueError("notify.smtp.security is one of none, starttls, tls")
+
+
+class WebhookSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    # Standard Webhooks form "whsec_<base64 key>", or any other text used as the key's bytes.
+    secret: str = ""
+    timeout_seconds: float = 10.0
+    # Destinations are refused when they resolve to a private, loopback, link-local, metadata or
+    # otherwise non-public address, unless that address is inside one of these networks.
+    allow: tuple[str, ...] = ()  # e.g. ["127.0.0.1/32", "10.20.0.0/16"]
+
+    def __post_init__(self) -> None:
+        import ipaddress
+
+        for net in self.allow:
+            ipaddress.ip_network(net, strict=False)  # ValueError names the bad network
+
+
+class NotifySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Email and webhook notifications (the notifier role, and the email.send/http.request
+    built-in handlers). Everything here is read where it is used: no restart needed."""
+
+    smtp: SmtpSettings = SmtpSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    defaults: tuple[NotifyRule, ...] = ()
+    max_attempts: int = 10  # then the notification is marked dead
+    retry_base_seconds: float = 5.0  # delay before retry n: min(max, base * 2^(n-1))
+    retry_max_seconds: float = 1800.0
+    batch_size: int = 20  # rows claimed (and delivered concurrently) per pass
+    poll_interval_seconds: float = 5.0  # LISTEN/NOTIFY wakes the notifier; this is the fallback
+    log_lines: int = 20  # last lines of the task's log shown in an email
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1 or self.batch_size < 1:
+            raise ValueError("notify.max_attempts and notify.batch_size must be >= 1")
+
+
 class SsmSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """AWS SSM Parameter Store, the top configuration source (DESIGN §7): each parameter under
     ``prefix`` sets one setting (``/taskd/prod/worker/concurrency`` -> ``worker.concurrency``).
@@ -128,6 +197,26 @@ class SsmSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     timeout_seconds: float = 5.0  # connect and read timeout of each call
 
 
+class UiSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The dashboard the api role serves at ``/ui`` (restart required)."""
+
+    enabled: bool = True
+    read_only: bool = False  # no action anywhere, whatever the signed-in token's scopes
+    session_seconds: float = 8 * 3600.0  # a session also ends when its token expires
+    # Secure cookies always; otherwise only when the request itself came over TLS.
+    cookie_secure: bool = False
+    login_link_seconds: float = 600.0  # how long a `taskd token --ui` link may be used (once)
+    live_interval_seconds: float = 1.0  # the one poller per process behind every live page
+    redrive_max: int = 1000  # tasks one dead-letter redrive may touch
+    redrive_per_second: float = 200.0  # pace of bulk redrives, per api process
+
+    def __post_init__(self) -> None:
+        if self.session_seconds <= 0 or self.live_interval_seconds <= 0:
+            raise ValueError("ui.session_seconds and ui.live_interval_seconds must be > 0")
+        if self.redrive_max < 1 or self.redrive_per_second <= 0:
+            raise ValueError("ui.redrive_max must be >= 1 and ui.redrive_per_second > 0")
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     database: DatabaseSettings = DatabaseSettings()
     redis: RedisSettings = RedisSettings()
@@ -137,9 +226,13 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     worker: WorkerSettings = WorkerSettings()
     promoter: PromoterSettings = PromoterSettings()
     dlq: DlqSettings = DlqSettings()
+    notify: NotifySettings = NotifySettings()
     ops: OpsSettings = OpsSettings()
     log: LogSettings = LogSettings()
     ssm: SsmSettings = SsmSettings()
+    ui: UiSettings = UiSettings()
+    # Schedules declared here are upserted by name when a promoter starts (restart required).
+    schedules: tuple[ScheduleSpec, ...] = ()
 
 
 # Settings a running process applies without a restart (DESIGN §7): a reload swaps them into the

@@ -198,7 +198,8 @@ async def test_a_receiver_failing_three_times_gets_it_on_the_fourth_try_with_bac
     assert "HTTP 500" in attempts[0]["detail"] and "HTTP 503" in attempts[1]["detail"]
     gaps = [b.received_at - a.received_at for a, b in itertools.pairwise(hooks)]
     for gap, backoff in zip(gaps, (0.05, 0.1, 0.2), strict=True):
-        assert gap >= backoff * 0.9, gaps  # min(max, base * 2^(n-1)) between tries
+        # min(max, base * 2^(n-1)) between tries; 10 ms for the database and local clocks
+        assert gap >= backoff - 0.01, gaps
 
 
 async def test_a_receiver_that_is_down_gets_it_once_it_is_up(
