@@ -22,11 +22,11 @@ for i = 4, #ARGV, 2 do
   local key = lease_prefix .. id
   local holder = redis.call('GET', key)
   if holder == token then
-    redis.call('PEXPIRE', key, lease_ms * 2)
+    redis.call('PEXPIRE', key, lease_ms + 300000)  -- outlives the lease: see lease.lua
     redis.call('ZADD', active, now + lease_ms, id)
     codes[#codes + 1] = 1
   elseif not holder then
-    redis.call('SET', key, token, 'PX', lease_ms * 2)
+    redis.call('SET', key, token, 'PX', lease_ms + 300000)
     redis.call('ZADD', active, now + lease_ms, id)
     codes[#codes + 1] = 2
   else

@@ -5,8 +5,8 @@
   of the i-th leased id is "<token_prefix>:<i>"; the worker builds the same tokens.
 
   The lease deadline is the id's score in the active set. The lease key (holding the token)
-  lives twice as long, so that the reaper can still read the token of an expired lease and fence
-  its Postgres update on it.
+  lives 5 minutes longer, so that the reaper can still read the token of an expired lease and
+  fence its Postgres update on it even when it runs late (the reaper deletes the key).
 
   KEYS[1] ready    ZSET  (see enqueue.lua for the scores)
   KEYS[2] delayed  ZSET
@@ -43,7 +43,7 @@ for i = 1, #popped, 2 do
   -- SET without NX on purpose: an id in ready is authoritative that nobody may run it now, so a
   -- lease key still present belongs to a stale holder (reaped, then restored by its heartbeat);
   -- overwriting it makes that holder see LOST on its next heartbeat.
-  redis.call('SET', lease_prefix .. id, token_prefix .. ':' .. n, 'PX', lease_ms * 2)
+  redis.call('SET', lease_prefix .. id, token_prefix .. ':' .. n, 'PX', lease_ms + 300000)
   redis.call('ZADD', active, now + lease_ms, id)
   result[n + 1] = id
 end
