@@ -108,6 +108,10 @@ class UiStore:
         return [r["id"] for r in rows]
 
     @translated
+    async def dlq_newest(self, tenant: str | None, limit: int) -> list[asyncpg.Record]:
+        return list(await self.pool.fetch(Q["dlq_newest"], tenant, limit))
+
+    @translated
     async def failed_among(self, ids: Sequence[uuid.UUID], tenant: str | None) -> list[uuid.UUID]:
         return [r["id"] for r in await self.pool.fetch(Q["failed_among"], list(ids), tenant)]
 

@@ -17,6 +17,8 @@ from taskd.ui.state import UiState, state, viewer
 routes = web.RouteTableDef()
 # Dead letters are grouped over the newest this many FAILED tasks.
 DLQ_WINDOW = 100_000
+# The Dead letters page lists this many of the newest one by one, to pick a selection from.
+DLQ_LIST = 50
 WORKER_TASKS_PAGE = 50
 
 
@@ -75,12 +77,14 @@ def _str(value: object) -> str:
 @routes.get("/dlq", name="dlq")
 async def dlq_page(request: web.Request) -> web.StreamResponse:
     v = viewer(request)
-    groups = await state(request).store.dlq_groups(v.tenant, DLQ_WINDOW)
+    store = state(request).store
     return page(
         "dlq.html",
         viewer=v,
         nav="dlq",
-        groups=groups,
+        groups=await store.dlq_groups(v.tenant, DLQ_WINDOW),
+        newest=await store.dlq_newest(v.tenant, DLQ_LIST),
+        list_size=DLQ_LIST,
         window=DLQ_WINDOW,
         redrove=request.query.get("redrove"),
     )
@@ -89,33 +93,52 @@ async def dlq_page(request: web.Request) -> web.StreamResponse:
 def _group(form: Any) -> tuple[str, str, str]:
     group = (_str(form.get("type")), _str(form.get("error_type")), _str(form.get("pattern")))
     if not group[0]:
-        raise Refused(400, "Choose a group of dead letters.")
+        raise Refused(400, "Choose a group of dead letters, or some of them.")
     return group
+
+
+def _selection(form: Any) -> list[uuid.UUID]:
+    ids = []
+    for raw in form.getall("id", [])[: actions.MAX_SELECTION]:
+        try:
+            ids.append(uuid.UUID(str(raw)))
+        except ValueError:
+            continue
+    return ids
 
 
 @routes.post("/dlq/redrive", name="dlq_redrive")
 async def dlq_redrive(request: web.Request) -> web.StreamResponse:
-    """A dry run counts what a redrive of the group would touch; the run redrives at most
-    ``ui.redrive_max`` of them, newest first, paced to ``ui.redrive_per_second``."""
+    """Redrive a group (type, error type, pattern) or a selection (``id`` fields): a dry run
+    counts what the redrive would touch (of a selection, those still FAILED); the run redrives
+    at most ``ui.redrive_max`` of them, newest first, paced to ``ui.redrive_per_second``."""
     v = viewer(request)
     ui = state(request)
     form = await request.post()
     check_action(request, v, _str(form.get("csrf")))
-    group = _group(form)
     most = ui.api.settings.ui.redrive_max
-    ids = await ui.store.dlq_group_ids(v.tenant, group, most + 1)
+    selection = _selection(form) if "id" in form else None
+    group: tuple[str, str, str] | None = None
+    if selection is not None:
+        ids = (await ui.store.failed_among(selection, v.tenant))[: most + 1]
+        filt: dict[str, Any] = {"selection": len(selection)}
+    else:
+        group = _group(form)
+        ids = await ui.store.dlq_group_ids(v.tenant, group, most + 1)
+        filt = {"type": group[0], "error_type": group[1], "pattern": group[2]}
     if _str(form.get("mode")) != "run":
         return page(
             "dlq_confirm.html",
             viewer=v,
             nav="dlq",
             group=group,
+            selected=ids[:most] if selection is not None else None,
+            asked=len(selection or ()),
             count=min(len(ids), most),
             more=len(ids) > most,
             most=most,
             samples=ids[:10],
         )
-    filt = {"type": group[0], "error_type": group[1], "pattern": group[2]}
     done = await actions.act(ui, v, "retry", ids[:most], audit_as="redrive", filter=filt)
     raise web.HTTPSeeOther(f"/ui/dlq?redrove={len(done.changed)}")
 

@@ -143,6 +143,36 @@ async def test_redrive_a_dead_letter_group_dry_run_then_run(ui: Ui, tab: Tab) ->
     tab.assert_no_csp_violation()
 
 
+async def test_redrive_a_selection_of_dead_letters_dry_run_then_run(ui: Ui, tab: Tab) -> None:
+    ship = Switch()
+    async with ui.worker(t__ship=ship):
+        ids = [await ui.submit("t.ship", payload={"order": n}, max_retries=0) for n in (21, 22, 23)]
+        for task_id in ids:
+            await eventually_status(ui, task_id, "FAILED")
+        chosen, left = ids[:2], ids[2]
+        await tab.sign_in(writer())
+        page = tab.page
+        await page.get_by_role("link", name="Dead letters", exact=True).click()
+        rows = page.get_by_test_id("dlq-list").locator("tbody tr[data-task]")
+        await expect(rows).to_have_count(3)
+        for task_id in chosen:
+            await page.get_by_label(f"select {task_id}", exact=True).check()
+        await page.locator("[data-action=dry-run-selected]").click()
+        await expect(page.get_by_test_id("dry-run")).to_contain_text("2 tasks would be redriven")
+        assert [await ui.status(i) for i in ids] == ["FAILED"] * 3  # a dry run changes nothing
+        ship.works = True
+        await page.locator("[data-action=run]").click()
+        await expect(page.get_by_test_id("notice")).to_have_text("Redrove 2 tasks.")
+        for task_id in chosen:
+            await eventually_status(ui, task_id, "SUCCESS")
+        assert await ui.status(left) == "FAILED"
+        await expect(rows).to_have_count(1)  # after a reload by the redirect
+        await expect(rows.first).to_have_attribute("data-task", left)
+        entries = await ui.store.pool.fetch("SELECT actor, via, action, count FROM audit_log")
+        assert [tuple(e) for e in entries] == [("alice", "ui", "redrive", 2)]
+    tab.assert_no_csp_violation()
+
+
 async def eventually_status(ui: Ui, task_id: str, status: str) -> None:
     from tests.helpers import eventually
 

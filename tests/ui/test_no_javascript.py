@@ -70,3 +70,29 @@ async def test_core_flows_pass_without_javascript(ui: Ui, browser: Browser) -> N
             await expect(page).to_have_url(f"{ui.base}/ui/tasks/{keyed}")
     tab.assert_no_csp_violation()
     await tab.context.close()
+
+
+async def test_redrive_a_selection_of_dead_letters_without_javascript(
+    ui: Ui, browser: Browser
+) -> None:
+    tab = await new_tab(browser, ui, javascript=False)
+    page = tab.page
+    ship = Switch()
+    async with ui.worker(t__ship=ship):
+        ids = [await ui.submit("t.ship", payload={"order": n}, max_retries=0) for n in (31, 32, 33)]
+        for task_id in ids:
+            await eventually_status(ui, task_id, "FAILED")
+        await tab.sign_in(writer())
+        await tab.open("/ui/dlq")
+        for task_id in ids[:2]:
+            await page.locator(f"input[name=id][value='{task_id}']").check()
+        await page.locator("[data-action=dry-run-selected]").click()
+        await expect(page.get_by_test_id("dry-run")).to_contain_text("2 tasks would be redriven")
+        ship.works = True
+        await page.locator("[data-action=run]").click()
+        await expect(page.get_by_test_id("notice")).to_have_text("Redrove 2 tasks.")
+        for task_id in ids[:2]:
+            await eventually_status(ui, task_id, "SUCCESS")
+        assert await ui.status(ids[2]) == "FAILED"
+    tab.assert_no_csp_violation()
+    await tab.context.close()

@@ -51,6 +51,7 @@ async def test_a_read_only_token_sees_no_action_button_and_its_posts_get_403(
         (f"/ui/tasks/{task_id}/cancel", {"csrf": token}),
         ("/ui/tasks/bulk", {"csrf": token, "action": "retry", "id": task_id}),
         ("/ui/dlq/redrive", {"csrf": token, "type": "t.ship", "mode": "run"}),
+        ("/ui/dlq/redrive", {"csrf": token, "id": task_id, "mode": "run"}),
     ]
     for path, form in attempts:
         resp = await post(tab, path, form)
@@ -72,6 +73,12 @@ async def test_another_tenants_task_is_a_404(ui: Ui, tab: Tab, browser: Browser)
     assert events.status == 404
     resp = await post(tab, f"/ui/tasks/{theirs}/retry", {"csrf": await csrf_of(tab)})
     assert resp.status == 404
+    # a selection of dead letters holding another tenant's task redrives nothing
+    selection = {"csrf": await csrf_of(tab), "id": theirs}
+    dry = await post(tab, "/ui/dlq/redrive", {**selection, "mode": "dry"})
+    assert "0 tasks would be redriven" in await dry.text()
+    run = await post(tab, "/ui/dlq/redrive", {**selection, "mode": "run"})
+    assert run.headers["location"] == "/ui/dlq?redrove=0"
     assert await ui.status(theirs) == "FAILED"
     await tab.open("/ui/tasks")
     await expect(tab.page.get_by_test_id("count")).to_have_text("0 tasks")

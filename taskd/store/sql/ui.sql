@@ -86,6 +86,15 @@ WHERE status = 'FAILED' AND ($1::text IS NULL OR tenant = $1)
 ORDER BY id DESC
 LIMIT $6;
 
+-- name: dlq_newest
+-- The newest $2 FAILED tasks, one by one (a selection to redrive is picked from them).
+SELECT id, type, finished_at, coalesce(error ->> 'type', '') AS error_type,
+       coalesce(error ->> 'message', '') AS message
+FROM tasks
+WHERE status = 'FAILED' AND ($1::text IS NULL OR tenant = $1)
+ORDER BY id DESC
+LIMIT $2;
+
 -- name: failed_among
 -- Which of these tasks are FAILED and visible to the tenant (a selection to redrive).
 SELECT id FROM tasks
