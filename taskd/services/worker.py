@@ -202,6 +202,8 @@ class Worker:
                 await self.recorder.drained()
 
     async def _lease_loop(self, queue: str) -> None:
+        """Lease, start, wait for work; never dies (a loop that stopped would strand its slots
+        and leave the worker idle while it looks alive)."""
         backoff = _Backoff(self._outages)
         while not self._stopping.is_set():
             taken = await self.slots.take(self.settings.lease_batch)
@@ -211,7 +213,10 @@ class Worker:
             try:
                 got = await self._lease_and_start(queue, taken)
             except DependencyUnavailable as e:
-                self.slots.give(taken)
+                await backoff.pause(type(e).__name__, e)
+                continue
+            except Exception as e:
+                log.exception("leasing from %s failed", queue)
                 await backoff.pause(type(e).__name__, e)
                 continue
             backoff.reset()
@@ -219,20 +224,28 @@ class Worker:
                 await self._idle_wait(queue, got)
 
     async def _lease_and_start(self, queue: str, taken: int) -> float | None:
-        """Lease up to ``taken`` tasks and start them; returns seconds to wait when idle."""
+        """Lease up to ``taken`` tasks and start them; returns seconds to wait when idle.
+
+        Every one of the ``taken`` slots is either handed to a started task (which gives it back
+        when it ends) or given back here, on every path, errors included.
+        """
         token_prefix = f"{self.id}:{next(self._seq)}"
-        leased = await self.queue.lease(queue, taken, token_prefix, self.lease_ms)
-        if not leased.ids:
+        try:
+            leased = await self.queue.lease(queue, taken, token_prefix, self.lease_ms)
+        except BaseException:
             self.slots.give(taken)
+            raise
+        self.slots.give(taken - len(leased.ids))
+        if not leased.ids:
             wait = self.settings.idle_wait_seconds
             return wait if leased.wait_ms < 0 else min(wait, leased.wait_ms / 1000)
-        self.slots.give(taken - len(leased.ids))
         try:
             started = await self.store.flip_running(
                 leased.ids, leased.tokens, self.id, self._defaults
             )
-        except DependencyUnavailable:
-            # Postgres is down: give the tasks back unstarted (no attempt was counted).
+        except BaseException:
+            # Give the tasks back unstarted (no attempt was counted). If the flip did commit,
+            # the rows are RUNNING without a lease and rescue reclaims them.
             self.slots.give(len(leased.ids))
             items = [Requeue(i, t, 0, 0) for i, t in zip(leased.ids, leased.tokens, strict=True)]
             with contextlib.suppress(DependencyUnavailable):
@@ -242,12 +255,18 @@ class Worker:
         dropped = [
             (i, t) for i, t in zip(leased.ids, leased.tokens, strict=True) if i not in flipped
         ]
-        if dropped:  # cancelled or already finished: forget the lease
-            self.slots.give(len(dropped))
-            await self.queue.ack(queue, dropped)
-        parents = await self._parent_results(started)
+        self.slots.give(len(dropped))
+        try:
+            parents = await self._parent_results(started)
+        except BaseException:
+            # Flipped but not started: their leases expire and the attempts are recorded LOST.
+            self.slots.give(len(started))
+            raise
         for task in started:
             self._start(task, parents.get(task.id, {}))
+        if dropped:  # cancelled or already finished: forget the lease (or let it expire)
+            with contextlib.suppress(DependencyUnavailable):
+                await self.queue.ack(queue, dropped)
         return None
 
     async def _parent_results(self, tasks: list[LeasedTask]) -> dict[str, dict[str, Any]]:
@@ -255,13 +274,7 @@ class Worker:
         children = [t.id for t in tasks if t.has_parents]
         if not children:
             return {}
-        try:
-            return await self.store.parent_results(children)
-        except DependencyUnavailable:
-            # Flipped to RUNNING but cannot be started properly: the leases expire, the
-            # attempts are recorded LOST and the tasks run again.
-            self.slots.give(len(tasks))
-            raise
+        return await self.store.parent_results(children)
 
     async def _idle_wait(self, queue: str, seconds: float) -> None:
         """Wait for work, or for the stop signal, whichever comes first."""

@@ -29,6 +29,9 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # Seen after pg_terminate_backend: the driver's protocol state no longer matches the
+    # connection ("cannot switch to state 11; another operation is in progress").
+    asyncpg.exceptions.InternalClientError,
 )
 
 

@@ -4,11 +4,13 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
+
 from taskd import NonRetryableError, TaskContext
 from taskd.config.settings import Settings
 from taskd.queue.client import RedisQueue
 from taskd.store.tasks import TaskStore
-from tests.helpers import new_task, registry_of, running_worker, submit, wait_terminal
+from tests.helpers import eventually, new_task, registry_of, running_worker, submit, wait_terminal
 
 
 async def ok(ctx: TaskContext, payload: Any) -> Any:
@@ -90,3 +92,37 @@ async def test_any_json_result_is_recorded(
         rows = [await wait_terminal(store, tid) for tid in tids]
     assert [r["status"] for r in rows] == ["SUCCESS"] * len(values)
     assert [r["result"] for r in rows] == values
+
+
+async def test_an_unexpected_error_while_leasing_strands_no_slot(
+    settings: Settings,
+    store: TaskStore,
+    queue: RedisQueue,
+    queue_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A driver error the adapters do not translate (seen: asyncpg's protocol-state errors after
+    pg_terminate_backend) must not kill a lease loop or leak the slots it had taken."""
+    real_flip = store.flip_running
+    failures = 0
+
+    async def flaky_flip(*args: Any, **kwargs: Any) -> Any:
+        nonlocal failures
+        if failures < 2:
+            failures += 1
+            raise RuntimeError("driver confused")
+        return await real_flip(*args, **kwargs)
+
+    monkeypatch.setattr(store, "flip_running", flaky_flip)
+    tids = await submit(store, queue, *[new_task(queue_name, "t.ok") for _ in range(5)])
+    async with running_worker(settings, store, queue, registry_of(t__ok=ok)) as worker:
+        for tid in tids:
+            assert (await wait_terminal(store, tid))["status"] == "SUCCESS"
+
+        async def all_free() -> bool:
+            return worker.slots.free == worker.slots.capacity
+
+        await eventually(all_free)
+    assert failures == 2
+    attempts = await store.pool.fetchval("SELECT max(attempt) FROM tasks")
+    assert attempts == 1  # the failed flips counted no attempt

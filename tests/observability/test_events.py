@@ -135,17 +135,22 @@ async def test_in_flight_and_free_slots(
         return "released"
 
     in_flight = value("taskd_worker_in_flight")
+
+    async def free_is(n: int) -> bool:
+        # A lease loop holds the free slots while its lease call is in flight: poll.
+        return value("taskd_worker_free_slots") == n
+
     async with running_worker(settings, store, queue, registry_of(t__block=block)) as worker:
         slots = worker.settings.concurrency
         assert value("taskd_worker_slots") == slots
-        assert value("taskd_worker_free_slots") == slots
+        await eventually(lambda: free_is(slots))
         tids = await submit(store, queue, *[new_task(queue_name, "t.block") for _ in range(3)])
 
         async def all_running() -> bool:
             return value("taskd_worker_in_flight") == in_flight + 3
 
         await eventually(all_running)
-        assert value("taskd_worker_free_slots") == slots - 3
+        await eventually(lambda: free_is(slots - 3))
         release.set()
         for tid in tids:
             await wait_terminal(store, tid)
@@ -154,7 +159,7 @@ async def test_in_flight_and_free_slots(
             return value("taskd_worker_in_flight") == in_flight
 
         await eventually(all_done)
-        assert value("taskd_worker_free_slots") == slots
+        await eventually(lambda: free_is(slots))
 
 
 async def test_stale_write_rejected(
