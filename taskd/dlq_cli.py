@@ -153,7 +153,7 @@ async def list_or_retry(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _redrive(settings: Settings, ids: list[Any]) -> int:
-    from taskd.queue.client import Enqueue, RedisQueue
+    from taskd.queue.client import RedisQueue, pending_entries
     from taskd.store.dags import DagStore
     from taskd.store.pool import create_pool
     from taskd.store.tasks import TaskStore
@@ -168,10 +168,7 @@ async def _redrive(settings: Settings, ids: list[Any]) -> int:
             if row is None:
                 continue  # redriven or changed meanwhile
             done += 1
-            if row["status"] == "PENDING":
-                await queue.enqueue(
-                    row["queue"], [Enqueue(str(row["id"]), row["priority"], int(row["delay_ms"]))]
-                )
+            await queue.enqueue_grouped(pending_entries([row]))
     finally:
         await queue.close()
         await pool.close()

@@ -17,7 +17,7 @@ from taskd.api.schemas import EARLIEST_TIME, LATEST_TIME, MAX_PAYLOAD_DEPTH, Tas
 from taskd.config.settings import Settings
 from taskd.errors import QueueUnavailable
 from taskd.ids import uuid7
-from taskd.queue.client import Enqueue, RedisQueue
+from taskd.queue.client import RedisQueue, pending_entries
 from taskd.store.tasks import Executor, NewTask, TaskStore
 
 log = logging.getLogger("taskd.api")
@@ -142,19 +142,13 @@ class SubmitService:
         return result
 
     async def enqueue_pending(self, rows: Sequence[asyncpg.Record]) -> None:
-        by_queue: dict[str, list[Enqueue]] = {}
         debug = log.isEnabledFor(logging.DEBUG)
         for r in rows:
-            if r["status"] == "PENDING":  # WAITING children are queued when released
-                by_queue.setdefault(r["queue"], []).append(
-                    Enqueue(str(r["id"]), r["priority"], int(r["delay_ms"]))
-                )
             metrics.task_series(r["queue"], r["type"]).submitted.inc()
             if debug:  # joins the request's ids to the task's (see taskd.logs)
                 log.debug("task submitted", extra={"task_id": str(r["id"]), "type": r["type"]})
         try:
-            for queue, items in by_queue.items():
-                await self.queue.enqueue(queue, items)
+            await self.queue.enqueue_grouped(pending_entries(rows))
         except QueueUnavailable as e:
             # The rows are committed: the promoter's reconcile queues them when Redis is back.
             log.warning("accepted %d tasks while Redis is unreachable: %s", len(rows), e)

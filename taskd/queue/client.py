@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Sequence,
+)
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
@@ -46,6 +53,14 @@ class Enqueue:
     id: str
     priority: int
     delay_ms: int
+
+
+def pending_entries(rows: Iterable[Any]) -> Iterator[tuple[str, Enqueue]]:
+    """``(queue, Enqueue)`` for the PENDING ones among freshly stored task rows (records read
+    by column name, with ``delay_ms``); WAITING children are queued when released."""
+    for r in rows:
+        if r["status"] == "PENDING":
+            yield r["queue"], Enqueue(str(r["id"]), r["priority"], int(r["delay_ms"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +130,17 @@ class RedisQueue:
         args = list(itertools.chain.from_iterable((i.id, i.priority, i.delay_ms) for i in items))
         keys = [k.ready, k.delayed, k.active, k.wake]
         return int(await self._scripts.call("enqueue", keys, args))
+
+    async def enqueue_grouped(self, items: Iterable[tuple[str, Enqueue]]) -> int:
+        """Enqueue ``(queue, item)`` pairs with one script call per queue (a script may only
+        touch one queue's keys); returns how many Redis did not have yet."""
+        by_queue: dict[str, list[Enqueue]] = {}
+        for queue, item in items:
+            by_queue.setdefault(queue, []).append(item)
+        added = 0
+        for queue, batch in by_queue.items():
+            added += await self.enqueue(queue, batch)
+        return added
 
     @_translated
     async def lease(self, queue: str, count: int, token_prefix: str, lease_ms: int) -> Leased:

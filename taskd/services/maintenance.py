@@ -29,13 +29,9 @@ ZERO_ID = uuid.UUID(int=0)
 
 async def enqueue_all(queue: RedisQueue, items: Iterable[Requeueable]) -> int:
     """Enqueue (if absent) grouped by queue; returns how many Redis did not have."""
-    by_queue: dict[str, list[Enqueue]] = defaultdict(list)
-    for r in items:
-        by_queue[r.queue].append(Enqueue(r.id, r.priority, r.delay_ms))
-    added = 0
-    for name, batch in by_queue.items():
-        added += await queue.enqueue(name, batch)
-    return added
+    return await queue.enqueue_grouped(
+        (r.queue, Enqueue(r.id, r.priority, r.delay_ms)) for r in items
+    )
 
 
 @dataclass

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,7 +23,7 @@ import asyncpg
 from taskd import metrics
 from taskd.clock import Clock, SystemClock
 from taskd.errors import QueueUnavailable
-from taskd.queue.client import Enqueue, RedisQueue
+from taskd.queue.client import RedisQueue, pending_entries
 from taskd.schedule.policy import OUTCOMES, Action, Timeliness, decide, jitter_seconds
 from taskd.store.schedules import (
     FireSpec,
@@ -39,13 +39,8 @@ log = logging.getLogger("taskd.schedules")
 
 async def enqueue_rows(queue: RedisQueue, rows: Sequence[asyncpg.Record]) -> None:
     """Queue freshly inserted PENDING task rows; if Redis is down, reconcile queues them."""
-    by_queue: dict[str, list[Enqueue]] = defaultdict(list)
-    for r in rows:
-        if r["status"] == "PENDING":
-            by_queue[r["queue"]].append(Enqueue(str(r["id"]), r["priority"], int(r["delay_ms"])))
     try:
-        for name, items in by_queue.items():
-            await queue.enqueue(name, items)
+        await queue.enqueue_grouped(pending_entries(rows))
     except QueueUnavailable as e:
         log.warning("schedule tasks stored while Redis is unreachable: %s", e)
 
