@@ -203,9 +203,8 @@ class ScheduleService:
                 await self.store.set_last_task(conn, schedule_id, task)
         await self.submit.enqueue_pending(fired.tasks)
         metrics.SCHEDULE_FIRES.labels(TRIGGERED).inc()
-        return FireView(
-            rfc3339(now) or "", "triggered", str(task) if task else None, rfc3339(now) or ""
-        )
+        fired_at = rfc3339(fired.fired_at[now]) or ""
+        return FireView(rfc3339(now) or "", "triggered", str(task) if task else None, fired_at)
 
     async def backfill(
         self, schedule_id: uuid.UUID, tenant: str | None, req: BackfillRequest

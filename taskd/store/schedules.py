@@ -84,10 +84,12 @@ class FireSpec:
 @dataclass(frozen=True, slots=True)
 class Fired:
     """What :meth:`ScheduleStore.record_fires` recorded: ``(instant, outcome, task id)`` of each
-    new fire (instants recorded before are left out) and the task rows it inserted."""
+    new fire (instants recorded before are left out), the task rows it inserted, and when each
+    new fire was recorded (Postgres' clock, as ``GET …/fires`` shows it)."""
 
     fires: list[tuple[datetime, str, uuid.UUID | None]]
     tasks: list[asyncpg.Record]
+    fired_at: dict[datetime, datetime]
 
 
 def timing_of(row: asyncpg.Record) -> Timing:
@@ -281,7 +283,7 @@ class ScheduleStore:
                 task_ids[f.instant] = found[0]["id"] if found else None
                 await conn.execute(S["point_fire"], sid, f.instant, task_ids[f.instant])
         out = [(f.instant, f.outcome, task_ids[f.instant]) for f in fires if f.instant in recorded]
-        return Fired(out, rows)
+        return Fired(out, rows, {r["instant"]: r["fired_at"] for r in new})
 
     async def advance(
         self,

@@ -98,7 +98,7 @@ INSERT INTO schedule_fires (schedule_id, instant, outcome, task_id)
 SELECT $1, x.instant, x.outcome, x.task_id
 FROM unnest($2::timestamptz[], $3::text[], $4::uuid[]) AS x(instant, outcome, task_id)
 ON CONFLICT (schedule_id, instant) DO NOTHING
-RETURNING instant;
+RETURNING instant, fired_at;
 
 -- name: recorded_fires
 SELECT instant, outcome, task_id FROM schedule_fires
