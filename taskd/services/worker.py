@@ -48,6 +48,7 @@ class Held:
     handler: asyncio.Task[None] | None = None
     lost: bool = False
     cancel_requested: bool = False
+    timed_out: bool = False
 
 
 @dataclass
@@ -325,6 +326,8 @@ class Worker:
         # This asyncio task's own context: every line logged while it runs names the task.
         logs.bind_task(task.id, task.attempt, task.queue, task.type)
         started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        timer = loop.call_at(loop.time() + task.timeout, self._time_out, held)
         try:
             outcome = await self.runner.run(task, held.ctx)
         except asyncio.CancelledError:
@@ -333,9 +336,15 @@ class Worker:
                 return
             if held.cancel_requested:
                 outcome = self.runner.cancelled(task)
+            elif held.timed_out:
+                current = asyncio.current_task()
+                if current is not None:  # the cancel was ours, not the caller's: absorb it
+                    current.uncancel()
+                outcome = self.runner.timed_out(task)
             else:
                 outcome = await self.runner.interrupted(task)
         finally:
+            timer.cancel()
             metrics.task_series(task.queue, task.type).run_seconds.observe(
                 time.perf_counter() - started
             )
@@ -344,6 +353,13 @@ class Worker:
             self.held.pop(task.id, None)
             return
         self.recorder.submit(task, outcome)
+
+    def _time_out(self, held: Held) -> None:
+        """The attempt's timeout passed: stop its handler (unless something else already is)."""
+        if held.lost or held.cancel_requested or held.handler is None or held.handler.done():
+            return
+        held.timed_out = True
+        held.handler.cancel(msg="timeout")
 
     def _settled(self, task: LeasedTask, recorded: bool) -> None:
         self.held.pop(task.id, None)
