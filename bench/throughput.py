@@ -136,7 +136,9 @@ async def drain_clock(queue_name: str, n: int, limit_s: float) -> float:
     try:
         while time.monotonic() < deadline:
             async with r.pipeline(transaction=False) as p:
-                left = sum(await p.zcard(keys.ready).zcard(keys.active).execute())
+                p.zcard(keys.ready)
+                p.zcard(keys.active)
+                left = sum(await p.execute())
             now = time.monotonic()
             if first is None and left < n:
                 first = (now, n - left)
