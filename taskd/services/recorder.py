@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -134,8 +134,7 @@ class Recorder:
         await self._settle_redis(ok, stale)
         if done.released:
             await self._enqueue_released(done.released)
-        for p in ok:
-            _count(p)
+        _count(ok)
         if self.on_settled is not None:
             for p in batch:
                 result = self.on_settled(p.task, (p.task.id, p.task.attempt) in written)
@@ -174,14 +173,18 @@ class Recorder:
             )
 
 
-def _count(p: Pending) -> None:
-    series = metrics.task_series(p.task.queue, p.task.type)
-    status = p.outcome.status
-    if status == TaskStatus.SUCCESS.value:
-        series.succeeded.inc()
-    elif status == TaskStatus.FAILED.value:
-        series.failed.inc()
-    elif status == TaskStatus.CANCELLED.value:
-        metrics.TASKS_CANCELLED.labels(p.task.queue, p.task.type).inc()
-    else:
-        series.retried.inc()
+def _count(done: list[Pending]) -> None:
+    """The outcome counters, one increment per (queue, type, status) of a flush: a locked
+    prometheus_client increment per task cost 5 % of the worker's CPU."""
+    for (queue, type_, status), n in Counter(
+        (p.task.queue, p.task.type, p.outcome.status) for p in done
+    ).items():
+        series = metrics.task_series(queue, type_)
+        if status == TaskStatus.SUCCESS.value:
+            series.succeeded.inc(n)
+        elif status == TaskStatus.FAILED.value:
+            series.failed.inc(n)
+        elif status == TaskStatus.CANCELLED.value:
+            metrics.TASKS_CANCELLED.labels(queue, type_).inc(n)
+        else:
+            series.retried.inc(n)
