@@ -126,13 +126,37 @@ def start_worker(url: str, queue_name: str, concurrency: int) -> subprocess.Pope
     return subprocess.Popen([*argv, "--concurrency", str(concurrency)], env=env, cwd=ROOT)
 
 
-async def drain_clock(queue_name: str, n: int, limit_s: float) -> float:
-    """Seconds from the first task leaving the queue to the last. Polled every 2 ms until the
-    first, then every 10 ms (±1 % on a one-second run; faster polling takes CPU from the worker)."""
+@dataclass(frozen=True)
+class CpuSnapshot:
+    workers: float
+    postgres: float
+    redis: float
+
+    @staticmethod
+    def take(pids: list[int]) -> CpuSnapshot:
+        return CpuSnapshot(
+            sum(proc_cpu(p) for p in pids), cpu_seconds("postgres"), cpu_seconds("redis-server")
+        )
+
+
+@dataclass(frozen=True)
+class Window:
+    """What happened between the first finished task and the last."""
+
+    seconds: float
+    tasks: int
+    start: CpuSnapshot
+    end: CpuSnapshot
+
+
+async def drain_window(queue_name: str, n: int, pids: list[int], limit_s: float) -> Window:
+    """Watch the queue drain; the window opens when the first task has left it. Polled every
+    2 ms until then, every 10 ms after (±1 % on a one-second run; faster polling takes CPU from
+    the worker)."""
     r = aioredis.Redis.from_url(REDIS_URL)
     keys = QueueKeys(queue_name)
     deadline = time.monotonic() + limit_s
-    first: tuple[float, int] | None = None
+    first: tuple[float, int, CpuSnapshot] | None = None
     try:
         while time.monotonic() < deadline:
             async with r.pipeline(transaction=False) as p:
@@ -141,9 +165,9 @@ async def drain_clock(queue_name: str, n: int, limit_s: float) -> float:
                 left = sum(await p.execute())
             now = time.monotonic()
             if first is None and left < n:
-                first = (now, n - left)
+                first = (now, left, CpuSnapshot.take(pids))
             if left == 0 and first is not None:
-                return (now - first[0]) * n / max(1, n - first[1])
+                return Window(now - first[0], first[1], first[2], CpuSnapshot.take(pids))
             await asyncio.sleep(0.002 if first is None else 0.01)
     finally:
         await r.aclose()
@@ -151,15 +175,14 @@ async def drain_clock(queue_name: str, n: int, limit_s: float) -> float:
 
 
 async def run_processing(n: int, concurrency: int = 200, workers: int = 1) -> Processing:
+    """Tasks/s and CPU s per 1,000 tasks over the window from the first finished task to the
+    last (the peer benchmarks measure the same window)."""
     queue_name = f"bench-{secrets.token_hex(4)}"
     async with scratch_database() as url:
         await prepare(url, queue_name, n)
-        pg0, redis0 = cpu_seconds("postgres"), cpu_seconds("redis-server")
         procs = [start_worker(url, queue_name, concurrency) for _ in range(workers)]
         try:
-            elapsed = await drain_clock(queue_name, n, limit_s=60 + n / 500)
-            worker_cpu = sum(proc_cpu(p.pid) for p in procs)
-            pg1, redis1 = cpu_seconds("postgres"), cpu_seconds("redis-server")
+            w = await drain_window(queue_name, n, [p.pid for p in procs], limit_s=60 + n / 500)
         finally:
             for p in procs:
                 p.terminate()
@@ -170,15 +193,15 @@ async def run_processing(n: int, concurrency: int = 200, workers: int = 1) -> Pr
         await conn.close()
         if done != n:
             raise RuntimeError(f"{done} of {n} tasks are SUCCESS in Postgres")
-    per_k = 1000 / n
+    per_k = 1000 / w.tasks
     return Processing(
         tasks=n,
         workers=workers,
         concurrency=concurrency,
-        tasks_per_second=n / elapsed,
-        worker_cpu_per_1k=worker_cpu * per_k,
-        pg_cpu_per_1k=(pg1 - pg0) * per_k,
-        redis_cpu_per_1k=(redis1 - redis0) * per_k,
+        tasks_per_second=w.tasks / w.seconds,
+        worker_cpu_per_1k=(w.end.workers - w.start.workers) * per_k,
+        pg_cpu_per_1k=(w.end.postgres - w.start.postgres) * per_k,
+        redis_cpu_per_1k=(w.end.redis - w.start.redis) * per_k,
     )
 
 
