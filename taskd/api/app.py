@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -19,6 +21,24 @@ from taskd.api.schedule_routes import routes as schedule_routes
 from taskd.api.tracing import request_context
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Series = tuple[Any, Any]  # (requests counter child, latency histogram child)
+
+# The labelled metric children per (method, route, status): labels() takes a lock and builds
+# its key on every call, a few microseconds per request; a dict hit costs nanoseconds. Bounded
+# like the metric's own children (which prometheus_client keeps forever anyway).
+_series: dict[tuple[str, str, int], Series] = {}
+_frozen = False
+
+
+def _http_series(method: str, route: str, status: int) -> Series:
+    key = (method, route, status)
+    found = _series.get(key)
+    if found is None:
+        found = _series[key] = (
+            metrics.HTTP_REQUESTS.labels(method, route, str(status)),
+            metrics.HTTP_SECONDS.labels(method, route),
+        )
+    return found
 
 
 @web.middleware
@@ -35,8 +55,21 @@ async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = e.status
         raise
     finally:
-        metrics.HTTP_REQUESTS.labels(request.method, name, str(status)).inc()
-        metrics.HTTP_SECONDS.labels(request.method, name).observe(time.perf_counter() - started)
+        requests, seconds = _http_series(request.method, name, status)
+        requests.inc()
+        seconds.observe(time.perf_counter() - started)
+
+
+async def _freeze_heap(app: web.Application) -> None:
+    """Move what starting allocated (modules, the app, pools) out of the garbage collector's
+    reach: each full collection scanned those ~70,000 objects again, an ~18 ms pause every few
+    thousand requests that showed in the p99. Once per process: objects frozen are never
+    collected, and whatever a later app (a test's) leaves behind must stay collectable."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()  # what is garbage already is not kept forever
+        gc.freeze()
 
 
 def create_app(context: ApiContext) -> web.Application:
@@ -49,6 +82,7 @@ def create_app(context: ApiContext) -> web.Application:
         ],
     )
     app[CONTEXT] = context
+    app.on_startup.append(_freeze_heap)
     app.add_routes(routes)
     app.add_routes(dag_routes)
     app.add_routes(schedule_routes)

@@ -51,6 +51,8 @@ _JWKS_TIMEOUT = aiohttp.ClientTimeout(total=5.0)
 _KEY_SET_UNAVAILABLE = "the signing key set is unavailable"
 _BAD_SUBJECT = "token subject is missing or malformed"
 _ASYMMETRIC_KTY = frozenset({"RSA", "EC", "OKP"})
+# Verified tokens kept per process; when full, the cache starts over (only valid tokens get in).
+TOKEN_CACHE_SIZE = 4096
 
 
 class InvalidToken(TaskdError):
@@ -85,6 +87,15 @@ class Principal:
         return None if self.is_admin else self.tenant
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A token that passed every check, and until when that verification may be reused."""
+
+    principal: Principal
+    claims: Mapping[str, Any]  # exp, nbf and iat are checked again on every use
+    until: float  # when the key set it was verified with is due for a refetch; inf otherwise
+
+
 @dataclass(frozen=True)
 class _JwksKey:
     kid: str | None
@@ -94,6 +105,11 @@ class _JwksKey:
 
 class Authenticator:
     """Turns an ``Authorization`` header into a :class:`Principal`.
+
+    A token that passed every check is remembered by its exact text, so a client's next
+    requests skip parsing and signature verification; its times (``exp``, ``nbf``, ``iat``)
+    are checked again on every use, and one verified with a JWKS key is verified afresh once
+    that key set is due for a refetch (or was refetched), as it would be without the cache.
 
     Args:
         settings: The ``auth`` section of the configuration.
@@ -123,6 +139,9 @@ class Authenticator:
         self._jwks_failed = False
         # Serialises fetches so a burst of requests on a cold cache makes one request, not many.
         self._jwks_lock = asyncio.Lock()
+        # Verified tokens by their raw text: a client sends one token many times, and parsing
+        # and verifying it again cost ~18 % of the api's CPU under load (bench/README.md).
+        self._verified: dict[str, _Verified] = {}
 
     async def authenticate(self, authorization: str | None) -> Principal:
         """Verify a bearer token and return who presented it.
@@ -138,13 +157,36 @@ class Authenticator:
                 algorithm that is not configured, or its key cannot be obtained.
         """
         token = _bearer_token(authorization)
+        known = self._verified.get(token)
+        now = self._clock()
+        if known is not None and now < known.until:
+            try:
+                _check_times(known.claims, now, self._settings.leeway_seconds)
+            except InvalidToken:
+                self._verified.pop(token, None)
+                raise
+            return known.principal
         alg, kid = _unverified_alg_and_kid(token)
         if alg not in self._algorithms:
             raise InvalidToken("token algorithm is not accepted")
         key = await self._verification_key(alg, kid)
         claims = self._decode(token, key, alg)
         _check_times(claims, self._clock(), self._settings.leeway_seconds)
-        return _principal(claims)
+        principal = _principal(claims)
+        self._remember(token, _Verified(principal, claims, self._reuse_until(alg)))
+        return principal
+
+    def _reuse_until(self, alg: str) -> float:
+        """A key from configuration stays until restart; a JWKS key only until the set is due
+        for a refetch (and the cache is cleared whenever a fetch replaces the set)."""
+        if alg.startswith("HS") or self._public_key is not None:
+            return math.inf
+        return self._jwks_fetched_at + self._settings.jwks_cache_seconds
+
+    def _remember(self, token: str, verified: _Verified) -> None:
+        if len(self._verified) >= TOKEN_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = verified
 
     async def close(self) -> None:
         """Close the HTTP session if this authenticator created it."""
@@ -191,6 +233,7 @@ class Authenticator:
             self._jwks_failed = True  # stays set if the fetch raises or is cancelled
             keys = await self._fetch_jwks()
             self._jwks, self._jwks_fetched_at, self._jwks_failed = keys, now, False
+            self._verified.clear()  # a key may have been withdrawn: verify every token again
             return keys
 
     async def _fetch_jwks(self) -> tuple[_JwksKey, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -11,6 +12,10 @@ import msgspec
 from taskd.api.schemas import AttemptView, ErrorDoc, NotifySpec, TaskView
 
 
+# Rows written together share their times (created_at is the transaction's now(), and so is a
+# run_at left unset), so a batch of 1,000 formats two values, not 2,000 (~1 us each). Equal
+# aware datetimes are one instant, and the text is that instant in UTC: a hit is always right.
+@lru_cache(maxsize=1024)
 def rfc3339(value: datetime | None) -> str | None:
     if value is None:
         return None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,10 +14,11 @@ import asyncpg
 import msgspec
 
 from taskd import metrics
+from taskd.api.coalesce import Coalescer
 from taskd.api.errors import ApiError, problem, validation_error
 from taskd.api.schemas import EARLIEST_TIME, LATEST_TIME, MAX_PAYLOAD_DEPTH, TaskSubmission
 from taskd.config.settings import Settings
-from taskd.errors import QueueUnavailable
+from taskd.errors import DatabaseUnavailable, QueueUnavailable, ScriptError
 from taskd.ids import uuid7
 from taskd.queue.client import RedisQueue, pending_entries
 from taskd.store.tasks import Executor, NewTask, TaskStore
@@ -43,6 +46,9 @@ class SubmitService:
         self.store = store
         self.queue = queue
         self.settings = settings
+        # Concurrent single submissions share one INSERT and one enqueue (shared/PERF.md,
+        # item 6): per-request statements capped one api process near 2,700 requests/s.
+        self._coalescer: Coalescer[NewTask, Submitted] = Coalescer(self._store_many)
 
     def prepare(
         self,
@@ -102,32 +108,88 @@ class SubmitService:
             out += _notify_problems(sub, p)
         return out
 
+    @property
+    def waiting(self) -> int:
+        """Single submissions waiting to be stored (queued, or in a flush)."""
+        return self._coalescer.waiting
+
     async def submit_one(self, new: NewTask) -> Submitted:
-        rows = await self.store.insert([new])
-        if rows:
-            await self.enqueue_pending(rows)
-            return Submitted(rows[0], replayed=False)
-        return Submitted(await self.replay(new), replayed=True)
+        done = await self._coalescer.submit(new)
+        if not done.replayed:
+            _log_submitted([done.row])  # here, in the request's context, so it carries its ids
+        return done
 
     async def replay(self, new: NewTask, conn: Executor | None = None) -> asyncpg.Record:
         assert new.idempotency_key is not None  # only keyed inserts can conflict
         found = await self.store.find_idempotent(new.tenant, [new.idempotency_key], conn)
-        if not found:  # the original was pruned between the two statements
-            raise ApiError(409, "conflict", "the idempotency key was in use; retry the request")
-        original = found[0]
-        if original["request_hash"] != new.request_hash:
-            raise ApiError(
-                409,
-                "idempotency_conflict",
-                "this idempotency key was used with a different request body",
-            )
-        return original
+        return _original(new, found[0] if found else None)
+
+    async def _store_many(self, news: Sequence[NewTask]) -> list[Submitted | BaseException]:
+        """The coalescer's flush: one INSERT for all, replays for the keys already taken, one
+        enqueue for what was stored. Each submission gets its own outcome.
+
+        Raises DatabaseUnavailable when the INSERT failed for want of Postgres: the statement
+        stored nothing, so every waiting request answers 503.
+        """
+        try:
+            rows = await self.store.insert(_lock_order(news))
+        except DatabaseUnavailable:
+            raise
+        except Exception:
+            if len(news) == 1:
+                raise
+            # A row the database refused (a constraint, a deadlock) failed the whole statement,
+            # which stored nothing: store each row alone, so only that row's request fails.
+            log.info("a batch of %d submissions failed; storing them one by one", len(news))
+            return [await self._store_alone(new) for new in news]
+        stored = {r["id"]: r for r in rows}
+        taken = [new for new in news if new.id not in stored]
+        replays = await self._replays(taken) if taken else {}
+        await self._enqueue(rows)
+        return [
+            Submitted(stored[new.id], replayed=False) if new.id in stored else replays[new.id]
+            for new in news
+        ]
+
+    async def _store_alone(self, new: NewTask) -> Submitted | BaseException:
+        try:
+            return (await self._store_many([new]))[0]
+        except Exception as e:
+            return e
+
+    async def _replays(self, news: Sequence[NewTask]) -> dict[uuid.UUID, Submitted | BaseException]:
+        """Outcomes of submissions whose idempotency key was taken, by an earlier task or by
+        another row of the same INSERT: 200 with the original, or 409."""
+        by_tenant: dict[str, list[str]] = {}
+        for new in news:
+            assert new.idempotency_key is not None  # only keyed inserts can conflict
+            by_tenant.setdefault(new.tenant, []).append(new.idempotency_key)
+        found: dict[tuple[str, str], asyncpg.Record] = {}
+        failed: dict[str, BaseException] = {}
+        for tenant, keys in by_tenant.items():
+            try:
+                rows = await self.store.find_idempotent(tenant, keys)
+            except DatabaseUnavailable as e:
+                failed[tenant] = e
+                continue
+            found.update(((tenant, r["idempotency_key"]), r) for r in rows)
+        out: dict[uuid.UUID, Submitted | BaseException] = {}
+        for new in news:
+            if new.tenant in failed:
+                out[new.id] = failed[new.tenant]
+                continue
+            try:
+                original = _original(new, found.get((new.tenant, new.idempotency_key or "")))
+                out[new.id] = Submitted(original, replayed=True)
+            except ApiError as e:
+                out[new.id] = e
+        return out
 
     async def submit_batch(self, news: Sequence[NewTask]) -> list[asyncpg.Record]:
         """All or nothing; keyed items already stored with the same body are replayed."""
         result: list[asyncpg.Record] = []
         async with self.store.transaction() as conn:
-            rows = await self.store.insert(news, conn)
+            rows = await self.store.insert(_lock_order(news), conn)
             by_id = {r["id"]: r for r in rows}
             for i, new in enumerate(news):
                 if new.id in by_id:
@@ -142,16 +204,50 @@ class SubmitService:
         return result
 
     async def enqueue_pending(self, rows: Sequence[asyncpg.Record]) -> None:
-        debug = log.isEnabledFor(logging.DEBUG)
-        for r in rows:
-            metrics.task_series(r["queue"], r["type"]).submitted.inc()
-            if debug:  # joins the request's ids to the task's (see taskd.logs)
-                log.debug("task submitted", extra={"task_id": str(r["id"]), "type": r["type"]})
+        _log_submitted(rows)
+        await self._enqueue(rows)
+
+    async def _enqueue(self, rows: Sequence[asyncpg.Record]) -> None:
+        """Count and queue freshly committed rows. They are accepted whatever Redis says: the
+        promoter's reconcile queues committed PENDING rows that Redis lacks."""
+        for (queue, type_), n in Counter((r["queue"], r["type"]) for r in rows).items():
+            metrics.task_series(queue, type_).submitted.inc(n)
         try:
             await self.queue.enqueue_grouped(pending_entries(rows))
-        except QueueUnavailable as e:
-            # The rows are committed: the promoter's reconcile queues them when Redis is back.
-            log.warning("accepted %d tasks while Redis is unreachable: %s", len(rows), e)
+        except (QueueUnavailable, ScriptError) as e:
+            # ScriptError too (a read-only replica after a failover, Redis out of memory): the
+            # rows are committed, and API.md answers 201 once Postgres has committed.
+            log.warning("accepted %d tasks that Redis did not queue: %s", len(rows), e)
+
+
+def _log_submitted(rows: Iterable[asyncpg.Record]) -> None:
+    if log.isEnabledFor(logging.DEBUG):  # joins the request's ids to the task's (taskd.logs)
+        for r in rows:
+            log.debug("task submitted", extra={"task_id": str(r["id"]), "type": r["type"]})
+
+
+def _original(new: NewTask, original: asyncpg.Record | None) -> asyncpg.Record:
+    """The task stored under ``new``'s idempotency key, if ``new`` is the same request."""
+    if original is None:  # the original was pruned between the two statements
+        raise ApiError(409, "conflict", "the idempotency key was in use; retry the request")
+    if original["request_hash"] != new.request_hash:
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            "this idempotency key was used with a different request body",
+        )
+    return original
+
+
+def _lock_order(news: Sequence[NewTask]) -> Sequence[NewTask]:
+    """Keyed rows first, by (tenant, key). An INSERT locks each key it writes until it commits
+    and waits on keys another uncommitted INSERT holds: two multi-row inserts taking the same
+    keys in opposite orders would deadlock. In one order they only queue behind each other."""
+    if all(new.idempotency_key is None for new in news):
+        return news
+    return sorted(
+        news, key=lambda n: (n.idempotency_key is None, n.tenant, n.idempotency_key or "")
+    )
 
 
 def _time_problems(sub: TaskSubmission, p: str) -> list[dict[str, Any]]:

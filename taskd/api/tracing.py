@@ -6,8 +6,8 @@ one; the request id is echoed in the response. A W3C ``traceparent`` header supp
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
@@ -26,7 +26,7 @@ def request_ids(headers: Mapping[str, str]) -> tuple[str, str]:
     """The (request id, trace id) of a request."""
     rid = headers.get(REQUEST_ID, "")
     if not _REQUEST_ID.fullmatch(rid):
-        rid = uuid.uuid4().hex
+        rid = os.urandom(16).hex()  # 32 hex digits like uuid4().hex, at a fifth of the cost
     m = _TRACEPARENT.fullmatch(headers.get("traceparent", "").strip())
     trace = m.group(1) if m and m.group(1) != "0" * 32 else rid
     return rid, trace
