@@ -50,6 +50,19 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Reset a connection going back to the pool without a round trip.
+
+    asyncpg's default reset sends ``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL`` on every release, which adds a round trip to every store call (~80 µs of the
+    submit -> start latency, bench/README.md). Pooled connections carry no session state to
+    undo: taskd sets no session variables (server_settings are per connection), takes advisory
+    locks only on migrate's own connection, opens no cursors outside transactions, and the one
+    LISTEN (the notifier's) is removed by its holder. asyncpg still rolls back an open
+    transaction and drops Python-side listeners before calling this.
+    """
+
+
 async def create_pool(settings: DatabaseSettings, *, url: str | None = None) -> asyncpg.Pool:
     try:
         pool = await asyncpg.create_pool(
@@ -59,6 +72,7 @@ async def create_pool(settings: DatabaseSettings, *, url: str | None = None) -> 
             timeout=settings.connect_timeout,
             command_timeout=settings.statement_timeout,
             init=_init_connection,
+            reset=_keep_session,
             server_settings={"application_name": settings.application_name},
         )
     except CONNECTION_ERRORS as e:
