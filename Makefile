@@ -45,7 +45,10 @@ type: install ## mypy --strict
 chaos: install ## Randomized fault soak (MINUTES=3): kills, Redis loss, outages; prints a table
 	$(BIN)/python -m tests.fault.chaos --minutes $${MINUTES:-3}
 
-bench: install ## Benchmarks that print their figures
-	$(BIN)/python -m bench.throughput
+bench: install ## Benchmarks of issue 9 (processing, submit, latency, backlog) against the targets
+	$(BIN)/python -m bench
 
-.PHONY: help install run stop-kafka stop-smtp test lint type bench chaos
+bench-peers: install ## The same, plus arq, saq, celery, dramatiq, taskiq and procrastinate, with ratios
+	$(BIN)/python -m bench --peers
+
+.PHONY: help install run stop-kafka stop-smtp test lint type bench bench-peers chaos

@@ -7,8 +7,8 @@ The clock runs from the first finished task to the last, so process start-up is 
 peer benchmarks use the same rule). A task is finished when it has left Redis: the ack script runs
 only after its SUCCESS committed in Postgres, which the end of the run checks as well. Prints
 tasks/s and the CPU seconds per 1,000 tasks of the workers, Postgres and Redis. Uses the local
-Postgres and Redis (TASKD_TEST_DATABASE__URL / TASKD_TEST_REDIS__URL), a scratch database and a
-scratch queue.
+Postgres (TASKD_TEST_DATABASE__URL) in a scratch database, and Redis db 9
+(TASKD_BENCH_REDIS_URL) under a scratch queue.
 """
 
 from __future__ import annotations
@@ -20,22 +20,16 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 import redis.asyncio as aioredis
 
+from bench.common import REDIS_URL, ROOT, cpu_seconds, proc_cpu, scratch_database
 from taskd.ids import uuid7
 from taskd.queue.client import Enqueue, RedisQueue
 from taskd.queue.keys import QueueKeys
-from taskd.store.migrate import migrate
 
-ADMIN_URL = os.environ.get("TASKD_TEST_DATABASE__URL", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("TASKD_TEST_REDIS__URL", "redis://127.0.0.1:6379/0")
-ROOT = Path(__file__).resolve().parents[1]
 COPY_CHUNK = 100_000
 
 
@@ -48,44 +42,6 @@ class Processing:
     worker_cpu_per_1k: float
     pg_cpu_per_1k: float
     redis_cpu_per_1k: float
-
-
-def cpu_seconds(name: str) -> float:
-    """Total user+system CPU seconds of the processes called ``name`` (e.g. postgres)."""
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        if text[text.index("(") + 1 : text.rindex(")")] == name:
-            total += proc_cpu(int(stat.parent.name))
-    return total
-
-
-def proc_cpu(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@asynccontextmanager
-async def scratch_database() -> AsyncIterator[str]:
-    """A fresh, migrated database, dropped afterwards; yields its URL."""
-    name = f"taskd_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(ADMIN_URL)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        conn = await asyncpg.connect(url)
-        await migrate(conn)
-        await conn.close()
-        yield url
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def prepare(url: str, queue_name: str, n: int) -> None:
