@@ -131,15 +131,17 @@ class Recorder:
                 t.attempt,
                 extra=logs.task_fields(t.id, t.attempt, t.queue, t.type),
             )
-        await self._settle_redis(ok, stale)
-        if done.released:
-            await self._enqueue_released(done.released)
-        _count(ok)
+        # Told before Redis is settled: a worker stops extending a lease before it is acked,
+        # or its heartbeat could restore the lease just acked (as if Redis had lost it).
         if self.on_settled is not None:
             for p in batch:
                 result = self.on_settled(p.task, (p.task.id, p.task.attempt) in written)
                 if result is not None:
                     await result
+        await self._settle_redis(ok, stale)
+        if done.released:
+            await self._enqueue_released(done.released)
+        _count(ok)
 
     async def _enqueue_released(self, released: list[Requeueable]) -> None:
         """Children whose last parent just succeeded; if Redis is down, reconcile queues them."""

@@ -384,11 +384,20 @@ class Worker:
         for queue, items in by_queue.items():
             pairs = [(h.task.id, h.task.lease_token) for h in items]
             codes = await self.queue.extend(queue, pairs, self.lease_ms)
+            settled: list[tuple[str, str]] = []
             for held, code in zip(items, codes, strict=True):
-                if code == 0 and not held.lost:
+                if self.held.get(held.task.id) is not held:
+                    if code == 2:
+                        settled.append((held.task.id, held.task.lease_token))
+                elif code == 0 and not held.lost:
                     self._lose(held)
                 elif code == 3:
                     self.cancel(held.task.id)
+            if settled:
+                # Recorded and acked while this heartbeat was on its way: the extend restored
+                # their leases as if Redis had lost them. Take them out again (ack is
+                # idempotent), or they would sit in the active set until the reaper came by.
+                await self.queue.ack(queue, settled)
 
     def cancel(self, task_id: str) -> bool:
         """Cancel the handler of a task this worker holds (a cancel request reached it)."""

@@ -126,3 +126,46 @@ async def test_an_unexpected_error_while_leasing_strands_no_slot(
     assert failures == 2
     attempts = await store.pool.fetchval("SELECT max(attempt) FROM tasks")
     assert attempts == 1  # the failed flips counted no attempt
+
+
+async def test_a_heartbeat_racing_an_ack_leaves_no_lease_behind(
+    settings: Settings,
+    store: TaskStore,
+    queue: RedisQueue,
+    queue_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A heartbeat lists a running task; before its extend reaches Redis the task finishes and
+    is acked. The extend then restores the lease as if Redis had lost it (found by the 1M
+    benchmark: 400 finished tasks stayed in the active set); the worker takes it out again."""
+    release = asyncio.Event()
+
+    async def gated(ctx: TaskContext, payload: Any) -> int:
+        await release.wait()
+        return 1
+
+    [tid] = await submit(store, queue, new_task(queue_name, "t.gated"))
+    async with running_worker(settings, store, queue, registry_of(t__gated=gated)) as worker:
+
+        async def running() -> bool:
+            return tid in worker.held
+
+        await eventually(running)
+        real_extend = queue.extend
+
+        async def extend_after_the_ack(name: str, pairs: Any, lease_ms: int) -> list[int]:
+            release.set()  # the listed task finishes, is recorded and acked meanwhile
+
+            async def acked() -> bool:
+                return await queue.tracked(queue_name, tid) is None
+
+            await eventually(acked)
+            codes = await real_extend(name, pairs, lease_ms)
+            assert codes == [2]  # restored: the race happened
+            return codes
+
+        monkeypatch.setattr(queue, "extend", extend_after_the_ack)
+        await worker.heartbeat()
+        assert await queue.tracked(queue_name, tid) is None
+        assert await queue.held_leases(queue_name, [tid]) == [None]
+    assert (await wait_terminal(store, tid))["status"] == "SUCCESS"
