@@ -31,6 +31,8 @@ from taskd.queue.client import Enqueue, RedisQueue
 from taskd.queue.keys import QueueKeys
 
 COPY_CHUNK = 100_000
+# No task finished for this long once the run has started: the run is stuck, say so.
+STALL_S = 60
 
 
 @dataclass(frozen=True)
@@ -113,17 +115,22 @@ async def drain_window(queue_name: str, n: int, pids: list[int], limit_s: float)
     keys = QueueKeys(queue_name)
     deadline = time.monotonic() + limit_s
     first: tuple[float, int, CpuSnapshot] | None = None
+    seen = (n, time.monotonic())  # tasks left, and since when
     try:
         while time.monotonic() < deadline:
             async with r.pipeline(transaction=False) as p:
                 p.zcard(keys.ready)
                 p.zcard(keys.active)
-                left = sum(await p.execute())
-            now = time.monotonic()
+                ready, active = await p.execute()
+            now, left = time.monotonic(), ready + active
             if first is None and left < n:
                 first = (now, left, CpuSnapshot.take(pids))
             if left == 0 and first is not None:
                 return Window(now - first[0], first[1], first[2], CpuSnapshot.take(pids))
+            if left != seen[0]:
+                seen = (left, now)
+            elif first is not None and now - seen[1] > STALL_S:
+                raise RuntimeError(f"stalled: {ready} ready and {active} active for {STALL_S} s")
             await asyncio.sleep(0.002 if first is None else 0.01)
     finally:
         await r.aclose()
