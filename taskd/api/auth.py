@@ -452,10 +452,12 @@ def _check_times(claims: Mapping[str, Any], now: float, leeway: float) -> None:
 
 def _principal(claims: Mapping[str, Any]) -> Principal:
     subject = claims.get("sub")
-    if not isinstance(subject, str) or not subject:
+    # NUL cannot be stored in Postgres text: a tenant or subject holding one would reach the
+    # database and fail there (a 500) instead of being refused here (a 401).
+    if not isinstance(subject, str) or not subject or "\x00" in subject:
         raise InvalidToken(_BAD_SUBJECT)
     tenant = claims.get("tenant", subject)
-    if not isinstance(tenant, str) or not tenant:
+    if not isinstance(tenant, str) or not tenant or "\x00" in tenant:
         raise InvalidToken("token tenant is malformed")
     scope = claims.get("scope", "")
     if not isinstance(scope, str):

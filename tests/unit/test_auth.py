@@ -143,6 +143,8 @@ async def test_missing_exp(hs_auth: Authenticator) -> None:
         ({"sub": 42}, "token subject is missing or malformed"),
         ({"tenant": ""}, "token tenant is malformed"),
         ({"tenant": 7}, "token tenant is malformed"),
+        ({"tenant": "acme\x00"}, "token tenant is malformed"),  # Postgres text cannot hold NUL
+        ({"sub": "al\x00ice"}, "token subject is missing or malformed"),
         ({"scope": ["admin"]}, "token scope is malformed"),
         ({"exp": "tomorrow"}, "token claim exp is not a number"),
         ({"exp": True}, "token claim exp is not a number"),
