@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -10,6 +11,7 @@ from taskd.store.pool import create_pool
 from taskd.store.tasks import TaskStore
 from tests.conftest import make_settings
 from tests.fault.harness import RedisServer
+from tests.fault.proxy import FaultProxy
 
 
 @pytest.fixture
@@ -37,3 +39,16 @@ async def fqueue(redis_server: RedisServer) -> AsyncIterator[RedisQueue]:
     q = RedisQueue.from_url(redis_server.url)
     yield q
     await q.close()
+
+
+@pytest.fixture
+def pg_proxy(database: str) -> Iterator[FaultProxy]:
+    parts = urlsplit(database)
+    with FaultProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def redis_proxy(redis_server: RedisServer) -> Iterator[FaultProxy]:
+    with FaultProxy("127.0.0.1", redis_server.port) as proxy:
+        yield proxy

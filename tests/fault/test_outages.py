@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -31,19 +31,6 @@ def via(url: str, proxy: FaultProxy) -> str:
     userinfo = parts.netloc.rpartition("@")[0]
     netloc = f"{userinfo}@127.0.0.1:{proxy.port}" if userinfo else f"127.0.0.1:{proxy.port}"
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-@pytest.fixture
-def pg_proxy(database: str) -> Iterator[FaultProxy]:
-    parts = urlsplit(database)
-    with FaultProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def redis_proxy(redis_server: RedisServer) -> Iterator[FaultProxy]:
-    with FaultProxy("127.0.0.1", redis_server.port) as proxy:
-        yield proxy
 
 
 async def progress(store: TaskStore, n: int) -> bool:

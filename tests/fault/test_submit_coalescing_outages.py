@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -31,19 +30,6 @@ from tests.fault.test_outages import via
 from tests.helpers import eventually
 
 N = 200
-
-
-@pytest.fixture
-def pg_proxy(database: str) -> Iterator[FaultProxy]:
-    parts = urlsplit(database)
-    with FaultProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:
-        yield proxy
-
-
-@pytest.fixture
-def redis_proxy(redis_server: RedisServer) -> Iterator[FaultProxy]:
-    with FaultProxy("127.0.0.1", redis_server.port) as proxy:
-        yield proxy
 
 
 @pytest.fixture
