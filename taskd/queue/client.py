@@ -21,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from taskd.cancellation import raise_if_cancelling
 from taskd.errors import QueueUnavailable, ScriptError
 from taskd.queue.keys import CANCEL_CHANNEL, QueueKeys
 from taskd.queue.scripts import Scripts
@@ -34,16 +35,23 @@ def _translated(
 ) -> Callable[P, Coroutine[Any, Any, R]]:
     @wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        # A cancel request redis-py dropped is raised again, whether the call then returned or
+        # failed: callers retry failures, and would otherwise never end (taskd.cancellation).
         try:
-            return await fn(*args, **kwargs)
+            result = await fn(*args, **kwargs)
         except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+            raise_if_cancelling()
             raise QueueUnavailable(f"Redis is unreachable: {e}") from e
         except RuntimeError as e:
+            raise_if_cancelling()
             # uvloop reports a write on a connection reset under it as RuntimeError
             # ("unable to perform operation on <TCPTransport closed=True>").
             raise QueueUnavailable(f"Redis connection lost: {e}") from e
         except RedisError as e:
+            raise_if_cancelling()
             raise ScriptError(f"Redis error: {e}") from e
+        raise_if_cancelling()
+        return result
 
     return wrapper
 
@@ -179,9 +187,11 @@ class RedisQueue:
             await pubsub.subscribe(CANCEL_CHANNEL)
             while True:
                 message = await pubsub.get_message(timeout=1.0)
+                raise_if_cancelling()
                 if message is not None and message.get("type") == "message":
                     yield str(message["data"])
         except (RedisConnectionError, RedisTimeoutError, OSError, RuntimeError) as e:
+            raise_if_cancelling()
             raise QueueUnavailable(f"Redis subscription lost: {e}") from e
         finally:
             with contextlib.suppress(RedisError, OSError, RuntimeError):

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from taskd.cancellation import raise_if_cancelling
 from taskd.errors import DependencyUnavailable
 
 log = logging.getLogger("taskd.loop")
@@ -37,4 +38,5 @@ async def run_forever(
                 log.warning("%s: recovered", name)
                 down = False
             pause = interval
+        raise_if_cancelling()  # a library may have dropped it (taskd.cancellation)
         await asyncio.sleep(pause)
