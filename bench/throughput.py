@@ -107,6 +107,23 @@ class Window:
     end: CpuSnapshot
 
 
+def stop_workers(procs: list[subprocess.Popen[bytes]], grace_s: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL what has not stopped within ``grace_s`` (and say so: a worker
+    must stop on SIGTERM, and a stuck one must not outlive the benchmark)."""
+    for p in procs:
+        p.terminate()
+    stuck = []
+    for p in procs:
+        try:
+            p.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            stuck.append(p.pid)
+    if stuck:
+        raise RuntimeError(f"workers {stuck} did not stop within {grace_s:g} s of SIGTERM")
+
+
 async def drain_window(queue_name: str, n: int, pids: list[int], limit_s: float) -> Window:
     """Watch the queue drain; the window opens when the first task has left it. Polled every
     2 ms until then, every 10 ms after (±1 % on a one-second run; faster polling takes CPU from
@@ -147,10 +164,7 @@ async def run_processing(n: int, concurrency: int = 200, workers: int = 1) -> Pr
         try:
             w = await drain_window(queue_name, n, [p.pid for p in procs], limit_s=60 + n / 500)
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait(30)
+            stop_workers(procs)
         conn = await asyncpg.connect(url)
         done = await conn.fetchval("SELECT count(*) FROM tasks WHERE status = 'SUCCESS'")
         await conn.close()
