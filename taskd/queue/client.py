@@ -39,21 +39,23 @@ def _translated(
         # failed: callers retry failures, and would otherwise never end (taskd.cancellation).
         try:
             result = await fn(*args, **kwargs)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+        except (RedisError, OSError, RuntimeError) as e:
             raise_if_cancelling()
-            raise QueueUnavailable(f"Redis is unreachable: {e}") from e
-        except RuntimeError as e:
-            raise_if_cancelling()
-            # uvloop reports a write on a connection reset under it as RuntimeError
-            # ("unable to perform operation on <TCPTransport closed=True>").
-            raise QueueUnavailable(f"Redis connection lost: {e}") from e
-        except RedisError as e:
-            raise_if_cancelling()
-            raise ScriptError(f"Redis error: {e}") from e
+            raise _taskd_error(e) from e
         raise_if_cancelling()
         return result
 
     return wrapper
+
+
+def _taskd_error(e: RedisError | OSError | RuntimeError) -> QueueUnavailable | ScriptError:
+    if isinstance(e, (RedisConnectionError, RedisTimeoutError, OSError)):
+        return QueueUnavailable(f"Redis is unreachable: {e}")
+    if isinstance(e, RuntimeError):
+        # uvloop reports a write on a connection reset under it as RuntimeError
+        # ("unable to perform operation on <TCPTransport closed=True>").
+        return QueueUnavailable(f"Redis connection lost: {e}")
+    return ScriptError(f"Redis error: {e}")
 
 
 @dataclass(frozen=True, slots=True)
