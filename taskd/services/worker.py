@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import os
 import secrets
 import socket
@@ -225,7 +226,8 @@ class Worker:
                 await self._idle_wait(queue, got)
 
     async def _lease_and_start(self, queue: str, taken: int) -> float | None:
-        """Lease up to ``taken`` tasks and start them; returns seconds to wait when idle.
+        """Lease up to ``taken`` tasks and start them. When none was leased, returns the seconds
+        until the next delayed task is due (``math.inf`` when none is delayed).
 
         Every one of the ``taken`` slots is either handed to a started task (which gives it back
         when it ends) or given back here, on every path, errors included.
@@ -238,8 +240,7 @@ class Worker:
             raise
         self.slots.give(taken - len(leased.ids))
         if not leased.ids:
-            wait = self.settings.idle_wait_seconds
-            return wait if leased.wait_ms < 0 else min(wait, leased.wait_ms / 1000)
+            return math.inf if leased.wait_ms < 0 else leased.wait_ms / 1000
         try:
             started = await self.store.flip_running(
                 leased.ids, leased.tokens, self.id, self._defaults
@@ -280,30 +281,32 @@ class Worker:
             return {}
         return await self.store.parent_results(children)
 
-    async def _idle_wait(self, queue: str, seconds: float) -> None:
+    async def _idle_wait(self, queue: str, until_due: float) -> None:
         """Wait for work, or for the stop signal, whichever comes first."""
-        waiter = asyncio.create_task(self._wait_for_work(queue, seconds))
+        waiter = asyncio.create_task(self._wait_for_work(queue, until_due))
         stopper = asyncio.create_task(self._stopping.wait())
         done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         for t in (waiter, stopper):
             if t not in done:
                 t.cancel()
         if waiter in done and waiter.exception() is not None:
-            await asyncio.sleep(min(seconds, 1.0))
+            await asyncio.sleep(min(until_due, 1.0))
 
-    async def _wait_for_work(self, queue: str, seconds: float) -> None:
+    async def _wait_for_work(self, queue: str, until_due: float) -> None:
         """Block on the queue's wake list, or sleep precisely when a delayed task is due soon.
 
         Redis checks blocking timeouts on its own timer (every 100 ms at the default hz), so a
         BLPOP timeout alone would start delayed tasks up to 100 ms late: the last stretch before
-        a due time is slept here instead.
+        a due time is slept here instead. A task due exactly one idle period away counts as due
+        soon (it started 100 ms late when only due times under the idle period did).
         """
-        if seconds <= PRECISE_WAIT:
-            await asyncio.sleep(seconds)
-        elif seconds < self.settings.idle_wait_seconds:
-            await self.queue.wait(queue, seconds - PRECISE_WAIT)
+        idle = self.settings.idle_wait_seconds
+        if until_due <= PRECISE_WAIT:
+            await asyncio.sleep(until_due)
+        elif until_due <= idle:
+            await self.queue.wait(queue, until_due - PRECISE_WAIT)
         else:
-            await self.queue.wait(queue, seconds)
+            await self.queue.wait(queue, idle)
 
     def _start(self, task: LeasedTask, parent_results: dict[str, Any]) -> None:
         ctx = TaskContext(
