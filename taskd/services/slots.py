@@ -19,17 +19,27 @@ class Slots:
     async def take(self, most: int) -> int:
         """Wait until a slot is free, then take up to ``most`` of the free ones.
 
-        Returns 0 once the pool is closed (the worker is stopping).
+        Returns 0 only once the pool is closed (the worker is stopping).
         """
-        waited = False
-        while self.free == 0 and not self.closed:
-            self._freed.clear()
-            await self._freed.wait()
-            waited = True
-        if waited:
-            # Slots come back one handler at a time: let the other handlers that finished in
-            # this loop iteration return theirs too, so the next lease is a batch, not a trickle.
-            await asyncio.sleep(0)
+        while not self.closed:
+            waited = False
+            while self.free == 0 and not self.closed:
+                self._freed.clear()
+                await self._freed.wait()
+                waited = True
+            if waited:
+                # Slots come back one handler at a time: let the other handlers that finished
+                # in this loop iteration return theirs too, so the next lease is a batch, not a
+                # trickle. Another waiter may take them meanwhile: then wait again (returning 0
+                # here would read as "closed" and end the caller's lease loop).
+                await asyncio.sleep(0)
+            n = self.try_take(most)
+            if n > 0:
+                return n
+        return 0
+
+    def try_take(self, most: int) -> int:
+        """Take up to ``most`` of the free slots without waiting (0 when none is free)."""
         if self.closed:
             return 0
         n = min(most, self.free)
