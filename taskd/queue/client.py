@@ -82,10 +82,33 @@ class Requeue:
 
 
 @dataclass(frozen=True, slots=True)
+class Waiter:
+    """An idle lease loop's registration for hand-offs (lua/_handoff.lua)."""
+
+    queue: str
+    member: str  # "<lease_ms>/<token prefix>"
+    token: str  # the token a task handed to this waiter is leased under
+
+    @property
+    def inbox(self) -> str:
+        return f"{QueueKeys(self.queue).inbox_prefix}{self.member}"
+
+
+@dataclass(frozen=True, slots=True)
+class HandOff:
+    """A task leased to a waiter by another script and pushed to its inbox."""
+
+    id: str
+    token: str
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
 class Leased:
     ids: list[str]
     tokens: list[str]
     wait_ms: int  # until the next delayed task is due; -1 when none
+    waiter: Waiter | None = None  # set when nothing was leased and registration was asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +160,9 @@ class RedisQueue:
         if not items:
             return 0
         k = QueueKeys(queue)
-        args = list(itertools.chain.from_iterable((i.id, i.priority, i.delay_ms) for i in items))
-        keys = [k.ready, k.delayed, k.active, k.wake]
+        triples = itertools.chain.from_iterable((i.id, i.priority, i.delay_ms) for i in items)
+        args = [k.lease_prefix, k.inbox_prefix, *triples]
+        keys = [k.ready, k.delayed, k.active, k.idle]
         return int(await self._scripts.call("enqueue", keys, args))
 
     async def enqueue_grouped(self, items: Iterable[tuple[str, Enqueue]]) -> int:
@@ -153,14 +177,30 @@ class RedisQueue:
         return added
 
     @_translated
-    async def lease(self, queue: str, count: int, token_prefix: str, lease_ms: int) -> Leased:
+    async def lease(
+        self,
+        queue: str,
+        count: int,
+        token_prefix: str,
+        lease_ms: int,
+        *,
+        idle_ms: int = 0,
+        retire: Waiter | None = None,
+    ) -> Leased:
+        """Lease up to ``count`` tasks. When none is due and ``idle_ms`` > 0, the caller is
+        registered for hand-offs for that long (``Leased.waiter``: wait on it, and pass it as
+        ``retire`` to the next call, which adopts a hand-off that came after the wait ended)."""
         k = QueueKeys(queue)
-        keys = [k.ready, k.delayed, k.active, k.wake]
-        args = [count, lease_ms, token_prefix, k.lease_prefix]
+        keys = [k.ready, k.delayed, k.active, k.idle]
+        old = retire.member if retire else ""
+        args = [count, lease_ms, token_prefix, k.lease_prefix, k.inbox_prefix, idle_ms, old]
         reply = await self._scripts.call("lease", keys, args)
         ids = [str(i) for i in reply[1:]]
         tokens = [f"{token_prefix}:{n}" for n in range(1, len(ids) + 1)]
-        return Leased(ids=ids, tokens=tokens, wait_ms=int(reply[0]))
+        waiter = None
+        if not ids and idle_ms > 0:
+            waiter = Waiter(queue, f"{lease_ms}/{token_prefix}", f"{token_prefix}:1")
+        return Leased(ids=ids, tokens=tokens, wait_ms=int(reply[0]), waiter=waiter)
 
     @_translated
     async def extend(self, queue: str, held: Sequence[tuple[str, str]], lease_ms: int) -> list[int]:
@@ -213,10 +253,10 @@ class RedisQueue:
         if not items:
             return []
         k = QueueKeys(queue)
-        args: list[Any] = [k.lease_prefix]
+        args: list[Any] = [k.lease_prefix, k.inbox_prefix]
         for i in items:
             args += [i.id, i.token, i.priority, i.delay_ms]
-        keys = [k.ready, k.delayed, k.active, k.wake]
+        keys = [k.ready, k.delayed, k.active, k.idle]
         return [int(c) for c in await self._scripts.call("retry", keys, args)]
 
     @_translated
@@ -227,10 +267,22 @@ class RedisQueue:
         return [(str(flat[i]), str(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     @_translated
-    async def wait(self, queue: str, seconds: float) -> bool:
-        """Block until the queue's wake-up marker arrives or ``seconds`` pass."""
-        key = QueueKeys(queue).wake
-        return await self.client.blpop([key], timeout=max(seconds, 0.001)) is not None
+    async def wait(self, waiter: Waiter, seconds: float) -> HandOff | None:
+        """Block on the waiter's inbox for up to ``seconds``: the task handed to it, or None
+        when the time ran out or the entry was a plain wake-up."""
+        got = await self.client.blpop([waiter.inbox], timeout=max(seconds, 0.001))
+        if got is None or not got[1]:
+            return None
+        task_id, score = str(got[1]).split(" ")
+        return HandOff(task_id, waiter.token, 100 - int(float(score) // 1e13))
+
+    @_translated
+    async def retire(self, waiter: Waiter) -> bool:
+        """End a registration (the worker stops): a hand-off still in the inbox goes back to
+        the queue, and a BLPOP blocked on the inbox returns. True when one was put back."""
+        k = QueueKeys(waiter.queue)
+        args = [k.lease_prefix, k.inbox_prefix, waiter.member]
+        return bool(await self._scripts.call("retire", [k.ready, k.active, k.idle], args))
 
     @_translated
     async def held_leases(self, queue: str, ids: Sequence[str]) -> list[str | None]:

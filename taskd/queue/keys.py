@@ -32,8 +32,14 @@ class QueueKeys:
         return f"{self._base}:active"
 
     @property
-    def wake(self) -> str:
-        return f"{self._base}:wake"
+    def idle(self) -> str:
+        """Idle lease loops waiting for a hand-off (lua/_handoff.lua)."""
+        return f"{self._base}:idle"
+
+    @property
+    def inbox_prefix(self) -> str:
+        """An idle lease loop's inbox is ``<inbox_prefix><registration>``, built in scripts."""
+        return f"{self._base}:inbox:"
 
     @property
     def lease_prefix(self) -> str:

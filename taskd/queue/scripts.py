@@ -1,7 +1,9 @@
 """The Lua scripts, loaded once from ``lua/*.lua`` and called by SHA.
 
 redis-py's ``Script`` objects run EVALSHA and fall back to loading the script on NOSCRIPT, so a
-``SCRIPT FLUSH`` or a Redis restart is transparent.
+``SCRIPT FLUSH`` or a Redis restart is transparent. A line ``--#include <name>`` is replaced by
+``lua/<name>.lua``: Redis scripts cannot call each other, and the hand-off logic is shared by
+several of them.
 """
 
 from __future__ import annotations
@@ -12,11 +14,16 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-NAMES = ("enqueue", "lease", "extend", "ack", "retry", "reap", "stats", "cancel")
+NAMES = ("enqueue", "lease", "extend", "ack", "retry", "reap", "stats", "cancel", "retire")
 
 
 def read_source(name: str) -> str:
-    return (resources.files("taskd.queue") / "lua" / f"{name}.lua").read_text()
+    text = (resources.files("taskd.queue") / "lua" / f"{name}.lua").read_text()
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.startswith("--#include "):
+            lines[i] = read_source(line.removeprefix("--#include ").strip())
+    return "".join(lines)
 
 
 class Scripts:

@@ -21,7 +21,7 @@ import msgspec
 from taskd import logs, metrics
 from taskd.config.settings import RetrySettings, WorkerSettings
 from taskd.errors import DependencyUnavailable
-from taskd.queue.client import RedisQueue, Requeue
+from taskd.queue.client import HandOff, Leased, RedisQueue, Requeue, Waiter
 from taskd.registry import Registry, TaskContext
 from taskd.services.recorder import Recorder
 from taskd.services.runner import Runner
@@ -34,6 +34,22 @@ log = logging.getLogger("taskd.worker")
 
 # Delayed tasks due within this many seconds are waited for with a local timer.
 PRECISE_WAIT = 0.25
+# A hand-off registration outlives the wait it is made for by this much, so that it is still
+# live while the worker is between two lease calls (a lapsed one gets no hand-offs).
+REGISTRATION_SLACK = 2.0
+
+
+def _until_due(leased: Leased) -> float:
+    """Seconds until the next delayed task is due (``math.inf`` when none is delayed)."""
+    return math.inf if leased.wait_ms < 0 else leased.wait_ms / 1000
+
+
+async def _outcome(task: asyncio.Task[HandOff | None]) -> HandOff | None:
+    """The task's result, or None when it was cancelled or failed."""
+    try:
+        return await task
+    except (asyncio.CancelledError, Exception):
+        return None
 
 
 def make_worker_id() -> str:
@@ -207,13 +223,23 @@ class Worker:
         """Lease, start, wait for work; never dies (a loop that stopped would strand its slots
         and leave the worker idle while it looks alive)."""
         backoff = _Backoff(self._outages)
+        waiter: Waiter | None = None  # this loop's hand-off registration, while it may be live
         while not self._stopping.is_set():
             taken = await self.slots.take(self.settings.lease_batch)
             if taken == 0 or self._stopping.is_set():
                 self.slots.give(taken)
-                return
+                break
             try:
-                got = await self._lease_and_start(queue, taken)
+                leased = await self._lease(queue, taken, waiter)
+                waiter = leased.waiter
+                if leased.ids:
+                    await self._start_leased(queue, leased.ids, leased.tokens)
+                elif waiter is not None:
+                    handed, live = await self._idle_wait(waiter, _until_due(leased))
+                    if not live:  # used up by the hand-off, or retired as the worker stops
+                        waiter = None
+                    if handed is not None:
+                        await self._take_hand_off(queue, handed)
             except DependencyUnavailable as e:
                 await backoff.pause(type(e).__name__, e)
                 continue
@@ -222,41 +248,42 @@ class Worker:
                 await backoff.pause(type(e).__name__, e)
                 continue
             backoff.reset()
-            if got is not None:
-                await self._idle_wait(queue, got)
+        if waiter is not None:
+            await self._retire(waiter)
 
-    async def _lease_and_start(self, queue: str, taken: int) -> float | None:
-        """Lease up to ``taken`` tasks and start them. When none was leased, returns the seconds
-        until the next delayed task is due (``math.inf`` when none is delayed).
-
-        Every one of the ``taken`` slots is either handed to a started task (which gives it back
-        when it ends) or given back here, on every path, errors included.
-        """
+    async def _lease(self, queue: str, taken: int, retire: Waiter | None) -> Leased:
+        """Lease up to ``taken`` tasks (registering for hand-offs when there are none), and
+        give back the slots not used; ``retire`` is the loop's previous registration."""
         token_prefix = f"{self.id}:{next(self._seq)}"
+        idle_ms = int((self.settings.idle_wait_seconds + REGISTRATION_SLACK) * 1000)
         try:
-            leased = await self.queue.lease(queue, taken, token_prefix, self.lease_ms)
+            leased = await self.queue.lease(
+                queue, taken, token_prefix, self.lease_ms, idle_ms=idle_ms, retire=retire
+            )
         except BaseException:
             self.slots.give(taken)
             raise
         self.slots.give(taken - len(leased.ids))
-        if not leased.ids:
-            return math.inf if leased.wait_ms < 0 else leased.wait_ms / 1000
+        return leased
+
+    async def _start_leased(self, queue: str, ids: list[str], tokens: list[str]) -> None:
+        """Flip leased tasks to RUNNING and start them. Holds one slot per id on entry.
+
+        Every slot is either handed to a started task (which gives it back when it ends) or
+        given back here, on every path, errors included.
+        """
         try:
-            started = await self.store.flip_running(
-                leased.ids, leased.tokens, self.id, self._defaults
-            )
+            started = await self.store.flip_running(ids, tokens, self.id, self._defaults)
         except BaseException:
             # Give the tasks back unstarted (no attempt was counted). If the flip did commit,
             # the rows are RUNNING without a lease and rescue reclaims them.
-            self.slots.give(len(leased.ids))
-            items = [Requeue(i, t, 0, 0) for i, t in zip(leased.ids, leased.tokens, strict=True)]
+            self.slots.give(len(ids))
+            items = [Requeue(i, t, 0, 0) for i, t in zip(ids, tokens, strict=True)]
             with contextlib.suppress(DependencyUnavailable):
                 await self.queue.retry(queue, items)
             raise
         flipped = {t.id for t in started}
-        dropped = [
-            (i, t) for i, t in zip(leased.ids, leased.tokens, strict=True) if i not in flipped
-        ]
+        dropped = [(i, t) for i, t in zip(ids, tokens, strict=True) if i not in flipped]
         self.slots.give(len(dropped))
         try:
             parents = await self._parent_results(started)
@@ -272,7 +299,14 @@ class Worker:
         if dropped:  # cancelled or already finished: forget the lease (or let it expire)
             with contextlib.suppress(DependencyUnavailable):
                 await self.queue.ack(queue, dropped)
-        return None
+
+    async def _take_hand_off(self, queue: str, handed: HandOff) -> None:
+        """Start a task another script leased to this loop; release it unstarted when no slot
+        is free any more (another queue's loop took the last one meanwhile)."""
+        if self.slots.try_take(1) == 1:
+            await self._start_leased(queue, [handed.id], [handed.token])
+            return
+        await self.queue.retry(queue, [Requeue(handed.id, handed.token, handed.priority, 0)])
 
     async def _parent_results(self, tasks: list[LeasedTask]) -> dict[str, dict[str, Any]]:
         """``ctx.parent_results`` of the tasks that have parents (one query for the batch)."""
@@ -281,19 +315,42 @@ class Worker:
             return {}
         return await self.store.parent_results(children)
 
-    async def _idle_wait(self, queue: str, until_due: float) -> None:
-        """Wait for work, or for the stop signal, whichever comes first."""
-        waiter = asyncio.create_task(self._wait_for_work(queue, until_due))
+    async def _idle_wait(self, waiter: Waiter, until_due: float) -> tuple[HandOff | None, bool]:
+        """Wait for a hand-off, or for the stop signal, whichever comes first. Returns the
+        task handed over (if any) and whether the registration may still be live."""
+        wait = asyncio.create_task(self._wait_for_work(waiter, until_due))
         stopper = asyncio.create_task(self._stopping.wait())
-        done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for t in (waiter, stopper):
-            if t not in done:
-                t.cancel()
-        if waiter in done and waiter.exception() is not None:
-            await asyncio.sleep(min(until_due, 1.0))
+        done, _ = await asyncio.wait({wait, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if wait in done:
+            if wait.exception() is not None:
+                await asyncio.sleep(min(until_due, 1.0))
+                return None, True
+            handed = wait.result()
+            return handed, handed is None
+        # Stopping: end the registration first. Its empty entry makes a blocked BLPOP return
+        # at once; a BLPOP already served returns its hand-off, which is released unstarted.
+        retired = await self._retire(waiter)
+        if not retired:
+            wait.cancel()
+        handed = await _outcome(wait)
+        if handed is not None:
+            items = [Requeue(handed.id, handed.token, handed.priority, 0)]
+            with contextlib.suppress(DependencyUnavailable):
+                await self.queue.retry(waiter.queue, items)
+        return None, not retired
 
-    async def _wait_for_work(self, queue: str, until_due: float) -> None:
-        """Block on the queue's wake list, or sleep precisely when a delayed task is due soon.
+    async def _retire(self, waiter: Waiter) -> bool:
+        """End a hand-off registration; False when Redis could not be told (it lapses)."""
+        try:
+            await self.queue.retire(waiter)
+        except DependencyUnavailable as e:
+            log.warning("worker %s: could not retire an idle registration: %s", self.id, e)
+            return False
+        return True
+
+    async def _wait_for_work(self, waiter: Waiter, until_due: float) -> HandOff | None:
+        """Block on the waiter's inbox, or sleep precisely when a delayed task is due soon.
 
         Redis checks blocking timeouts on its own timer (every 100 ms at the default hz), so a
         BLPOP timeout alone would start delayed tasks up to 100 ms late: the last stretch before
@@ -303,10 +360,10 @@ class Worker:
         idle = self.settings.idle_wait_seconds
         if until_due <= PRECISE_WAIT:
             await asyncio.sleep(until_due)
-        elif until_due <= idle:
-            await self.queue.wait(queue, until_due - PRECISE_WAIT)
-        else:
-            await self.queue.wait(queue, idle)
+            return None
+        if until_due <= idle:
+            return await self.queue.wait(waiter, until_due - PRECISE_WAIT)
+        return await self.queue.wait(waiter, idle)
 
     def _start(self, task: LeasedTask, parent_results: dict[str, Any]) -> None:
         ctx = TaskContext(

@@ -22,7 +22,7 @@ async def ok(ctx: TaskContext, payload: Any) -> str:
 
 async def forget_queue(queue: RedisQueue, name: str) -> None:
     k = QueueKeys(name)
-    await queue.client.delete(k.ready, k.delayed, k.active, k.wake)
+    await queue.client.delete(k.ready, k.delayed, k.active, k.idle)
     async for key in queue.client.scan_iter(match=f"{k.lease_prefix}*"):
         await queue.client.delete(key)
 

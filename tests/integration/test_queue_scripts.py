@@ -137,17 +137,7 @@ async def test_scripts_survive_script_flush(queue: RedisQueue, queue_name: str) 
     assert (await queue.lease(queue_name, 1, "w:1", 5000)).ids == [a]
 
 
-async def test_wait_wakes_on_enqueue(queue: RedisQueue, queue_name: str) -> None:
-    [a] = ids(1)
-    waiter = asyncio.create_task(queue.wait(queue_name, 5))
-    await asyncio.sleep(0)  # let BLPOP be sent before the enqueue
-    started = time.monotonic()
-    await queue.enqueue(queue_name, [Enqueue(a, 0, 0)])
-    assert await asyncio.wait_for(waiter, 5) is True
-    assert time.monotonic() - started < 4
-
-
-@pytest.mark.parametrize("name", ["enqueue", "lease", "extend", "ack", "retry", "reap"])
+@pytest.mark.parametrize("name", ["enqueue", "lease", "extend", "ack", "retry", "reap", "retire"])
 def test_every_script_documents_its_keys_and_args(name: str) -> None:
     from taskd.queue.scripts import read_source
 

@@ -4,6 +4,7 @@ import asyncio
 import uuid
 from typing import Any
 
+import msgspec
 import pytest
 
 from taskd import NonRetryableError, TaskContext
@@ -169,3 +170,44 @@ async def test_a_heartbeat_racing_an_ack_leaves_no_lease_behind(
         assert await queue.tracked(queue_name, tid) is None
         assert await queue.held_leases(queue_name, [tid]) == [None]
     assert (await wait_terminal(store, tid))["status"] == "SUCCESS"
+
+
+async def test_a_hand_off_with_no_free_slot_is_released_and_runs_later(
+    settings: Settings, store: TaskStore, queue: RedisQueue, queue_name: str
+) -> None:
+    """One slot, two queues: the loops of the idle queue are registered for hand-offs while
+    the other queue's task holds the only slot. The task handed to them must go back to the
+    queue unstarted (not wait in an inbox, not be counted) and run once the slot is free."""
+    from taskd.queue.keys import QueueKeys
+
+    other = f"{queue_name}-busy"
+    w = msgspec.structs.replace(settings.worker, queues=(queue_name, other), concurrency=1)
+    release = asyncio.Event()
+
+    async def hold(ctx: TaskContext, payload: Any) -> None:
+        await release.wait()
+
+    reg = registry_of(t__hold=hold, t__ok=ok)
+    async with running_worker(msgspec.structs.replace(settings, worker=w), store, queue, reg):
+        [busy] = await submit(store, queue, new_task(other, "t.hold"))
+        await eventually(lambda: _status_is(store, busy, "RUNNING"))
+        await eventually(lambda: _idle_waiters(queue, QueueKeys(queue_name).idle))
+        [tid] = await submit(store, queue, new_task(queue_name, "t.ok"))
+        await eventually(lambda: _tracked_as(queue, queue_name, tid, "ready"))
+        assert (await store.get(uuid.UUID(tid), None))["attempt"] == 0
+        release.set()
+        row = await wait_terminal(store, tid)
+    assert (row["status"], row["attempt"]) == ("SUCCESS", 1)
+
+
+async def _status_is(store: TaskStore, tid: str, status: str) -> bool:
+    row = await store.get(uuid.UUID(tid), None)
+    return row is not None and row["status"] == status
+
+
+async def _idle_waiters(queue: RedisQueue, key: str) -> bool:
+    return bool(await queue.client.zcard(key) >= 1)
+
+
+async def _tracked_as(queue: RedisQueue, name: str, tid: str, where: str) -> bool:
+    return await queue.tracked(name, tid) == where

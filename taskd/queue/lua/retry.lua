@@ -2,22 +2,25 @@
   retry: give a held task back to the queue, due after a delay (0 = now).
 
   Used for backoff after a failed attempt and, with delay 0, to release leased tasks that were
-  never started (shutdown, or a Postgres flip that did not happen).
+  never started (shutdown, or a Postgres flip that did not happen). Due tasks go to idle
+  workers first (_handoff.lua).
 
   KEYS[1] ready    ZSET
   KEYS[2] delayed  ZSET
   KEYS[3] active   ZSET
-  KEYS[4] wake     LIST
+  KEYS[4] idle     ZSET idle workers' registrations
   ARGV[1] lease_prefix
-  ARGV    quadruples from 2: id, token, priority, delay_ms
+  ARGV[2] inbox_prefix
+  ARGV    quadruples from 3: id, token, priority, delay_ms
   Returns one code per quadruple: 1 re-queued, 0 the lease belongs to another token (left alone).
 ]]
-local ready, delayed, active, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local lease_prefix = ARGV[1]
+--#include _handoff
+local ready, delayed, active, idle = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local lease_prefix, inbox_prefix = ARGV[1], ARGV[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local codes, woke = {}, false
-for i = 2, #ARGV, 4 do
+local codes, due, earlier = {}, false, false
+for i = 3, #ARGV, 4 do
   local id, token = ARGV[i], ARGV[i + 1]
   local rank, delay = 100 - tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
   local key = lease_prefix .. id
@@ -28,19 +31,21 @@ for i = 2, #ARGV, 4 do
     if delay > 0 then
       redis.call('ZADD', delayed, (now + delay) * 1000 + rank, id)
       if redis.call('ZRANGE', delayed, 0, 0)[1] == id then
-        woke = true
+        earlier = true
       end
     else
       redis.call('ZADD', ready, rank * 1e13 + now, id)
-      woke = true
+      due = true
     end
     codes[#codes + 1] = 1
   else
     codes[#codes + 1] = 0
   end
 end
-if woke then
-  redis.call('LPUSH', wake, '1')
-  redis.call('LTRIM', wake, 0, 0)
+if due then
+  hand_off(ready, active, idle, lease_prefix, inbox_prefix, now)
+end
+if earlier then
+  wake_one(idle, inbox_prefix, now)
 end
 return codes

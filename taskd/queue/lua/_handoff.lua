@@ -1,0 +1,48 @@
+--[[
+  Hand-off to idle workers, included by the scripts that make tasks due (see scripts.py).
+
+  A lease loop that found nothing registers in the idle ZSET (member "<lease_ms>/<token prefix>",
+  score = when the registration lapses, in ms) and blocks on its own inbox list, whose key is
+  inbox_prefix .. member. Handing it a due task leases the task here, atomically, under the
+  token "<token prefix>:1", and pushes "<id> <ready score>" to the inbox: the woken worker goes
+  straight to its Postgres flip instead of spending a round trip on a lease call.
+
+  An inbox entry is a lease. One never popped (the worker died while registered) expires like
+  any lease and the reaper puts the task back; a worker that stops retires its registration
+  first (retire.lua), and its next lease call adopts an entry that arrived after it stopped
+  waiting (lease.lua). An empty entry is a plain wake-up: a new earliest due time.
+]]
+local function live_waiters(idle, now)
+  redis.call('ZREMRANGEBYSCORE', idle, '-inf', now)
+  return redis.call('ZCARD', idle)
+end
+
+-- Lease due tasks to idle waiters, best task to the freshest registration, while both last.
+local function hand_off(ready, active, idle, lease_prefix, inbox_prefix, now)
+  local waiters = live_waiters(idle, now)
+  while waiters > 0 do
+    local top = redis.call('ZPOPMIN', ready)
+    if #top == 0 then
+      return
+    end
+    local waiter = redis.call('ZPOPMAX', idle)[1]
+    waiters = waiters - 1
+    local lease_ms, prefix = string.match(waiter, '^(%d+)/(.+)$')
+    lease_ms = tonumber(lease_ms)
+    redis.call('SET', lease_prefix .. top[1], prefix .. ':1', 'PX', lease_ms + 300000)
+    redis.call('ZADD', active, now + lease_ms, top[1])
+    local inbox = inbox_prefix .. waiter
+    redis.call('RPUSH', inbox, top[1] .. ' ' .. top[2])
+    redis.call('PEXPIRE', inbox, lease_ms + 300000)
+  end
+end
+
+-- Wake one idle waiter without a task, so that it re-computes how long to wait.
+local function wake_one(idle, inbox_prefix, now)
+  if live_waiters(idle, now) == 0 then
+    return
+  end
+  local inbox = inbox_prefix .. redis.call('ZPOPMAX', idle)[1]
+  redis.call('RPUSH', inbox, '')
+  redis.call('PEXPIRE', inbox, 60000)
+end
