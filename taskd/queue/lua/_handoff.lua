@@ -1,5 +1,6 @@
 --[[
-  Hand-off to idle workers, included by the scripts that make tasks due (see scripts.py).
+  Putting tasks in line and handing them to idle workers: included by the scripts that make
+  tasks due (see scripts.py).
 
   A lease loop that found nothing registers in the idle ZSET (member "<lease_ms>/<token prefix>",
   score = when the registration lapses, in ms) and blocks on its own inbox list, whose key is
@@ -45,4 +46,28 @@ local function wake_one(idle, inbox_prefix, now)
   local inbox = inbox_prefix .. redis.call('ZPOPMAX', idle)[1]
   redis.call('RPUSH', inbox, '')
   redis.call('PEXPIRE', inbox, 60000)
+end
+
+-- Put an id in line: in delayed when delay_ms > 0, else in ready (a negative delay: overdue by
+-- that much). Returns 'due', 'earlier' (a new earliest delayed task) or nil.
+local function schedule(ready, delayed, id, rank, delay, now)
+  if delay > 0 then
+    redis.call('ZADD', delayed, (now + delay) * 1000 + rank, id)
+    if redis.call('ZRANGE', delayed, 0, 0)[1] == id then
+      return 'earlier'
+    end
+    return nil
+  end
+  redis.call('ZADD', ready, rank * 1e13 + now + delay, id)
+  return 'due'
+end
+
+-- After scheduling: due tasks go to idle waiters; a new earliest due time wakes one of them.
+local function tell_waiters(seen, ready, active, idle, lease_prefix, inbox_prefix, now)
+  if seen['due'] then
+    hand_off(ready, active, idle, lease_prefix, inbox_prefix, now)
+  end
+  if seen['earlier'] then
+    wake_one(idle, inbox_prefix, now)
+  end
 end

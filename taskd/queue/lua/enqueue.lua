@@ -19,28 +19,17 @@ local ready, delayed, active, idle = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local lease_prefix, inbox_prefix = ARGV[1], ARGV[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local added, due, earlier = 0, false, false
+local added, seen = 0, {}
 for i = 3, #ARGV, 3 do
   local id, rank, delay = ARGV[i], 100 - tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
   if not redis.call('ZSCORE', ready, id) and not redis.call('ZSCORE', delayed, id)
      and not redis.call('ZSCORE', active, id) then
-    if delay > 0 then
-      redis.call('ZADD', delayed, (now + delay) * 1000 + rank, id)
-      -- A new earliest due time: an idle worker must re-compute how long to wait.
-      if redis.call('ZRANGE', delayed, 0, 0)[1] == id then
-        earlier = true
-      end
-    else
-      redis.call('ZADD', ready, rank * 1e13 + now + delay, id)
-      due = true
+    local what = schedule(ready, delayed, id, rank, delay, now)
+    if what then
+      seen[what] = true
     end
     added = added + 1
   end
 end
-if due then
-  hand_off(ready, active, idle, lease_prefix, inbox_prefix, now)
-end
-if earlier then
-  wake_one(idle, inbox_prefix, now)
-end
+tell_waiters(seen, ready, active, idle, lease_prefix, inbox_prefix, now)
 return added

@@ -19,33 +19,23 @@ local ready, delayed, active, idle = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local lease_prefix, inbox_prefix = ARGV[1], ARGV[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local codes, due, earlier = {}, false, false
+local codes, seen = {}, {}
 for i = 3, #ARGV, 4 do
   local id, token = ARGV[i], ARGV[i + 1]
-  local rank, delay = 100 - tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local rank, delay = 100 - tonumber(ARGV[i + 2]), math.max(0, tonumber(ARGV[i + 3]))
   local key = lease_prefix .. id
   local holder = redis.call('GET', key)
   if holder == token or not holder then
     redis.call('DEL', key)
     redis.call('ZREM', active, id)
-    if delay > 0 then
-      redis.call('ZADD', delayed, (now + delay) * 1000 + rank, id)
-      if redis.call('ZRANGE', delayed, 0, 0)[1] == id then
-        earlier = true
-      end
-    else
-      redis.call('ZADD', ready, rank * 1e13 + now, id)
-      due = true
+    local what = schedule(ready, delayed, id, rank, delay, now)
+    if what then
+      seen[what] = true
     end
     codes[#codes + 1] = 1
   else
     codes[#codes + 1] = 0
   end
 end
-if due then
-  hand_off(ready, active, idle, lease_prefix, inbox_prefix, now)
-end
-if earlier then
-  wake_one(idle, inbox_prefix, now)
-end
+tell_waiters(seen, ready, active, idle, lease_prefix, inbox_prefix, now)
 return codes
