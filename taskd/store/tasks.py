@@ -107,6 +107,7 @@ class TaskStore:
         # Configured notification defaults, written with every SUCCESS/FAILED; replaced whole
         # (one reference) when the configuration changes.
         self.notify_defaults = NotifyDefaults()
+        self._known_queues: set[str] = set()  # registered by this process (_register_queues)
 
     @translated
     async def ping(self) -> None:
@@ -125,8 +126,22 @@ class TaskStore:
         self, tasks: Sequence[NewTask], conn: Executor | None = None
     ) -> list[asyncpg.Record]:
         """Insert tasks; a task whose idempotency key is taken is silently left out."""
+        await self._register_queues({t.queue for t in tasks}, conn)
         cols = task_columns(tasks)
+        if len(tasks) == 1:
+            return list(await (conn or self.pool).fetch(Q["insert_task"], *(c[0] for c in cols)))
         return list(await (conn or self.pool).fetch(Q["insert_tasks"], *cols))
+
+    async def _register_queues(self, names: set[str], conn: Executor | None) -> None:
+        """Record queues not seen before (``known_queues`` is what the promoter serves). The
+        names are cached once committed: inside a caller's transaction, which may still roll
+        back, they are registered every time."""
+        new = names - self._known_queues
+        if not new:
+            return
+        await (conn or self.pool).execute(Q["register_queues"], sorted(new))
+        if conn is None:
+            self._known_queues |= new
 
     @translated
     async def find_idempotent(
@@ -153,17 +168,14 @@ class TaskStore:
         self, ids: Sequence[str], tokens: Sequence[str], worker: str, defaults: RunDefaults
     ) -> list[LeasedTask]:
         d = defaults
-        rows = await self.pool.fetch(
-            Q["flip_running"],
-            list(ids),
-            list(tokens),
-            worker,
-            list(d.types),
-            list(d.max_retries),
-            list(d.timeouts),
-            d.max_retries_default,
-            d.timeout_default,
-        )
+        per_type = (list(d.types), list(d.max_retries), list(d.timeouts))
+        fallback = (d.max_retries_default, d.timeout_default)
+        if len(ids) == 1:  # a hand-off: the single-row form is faster (see tasks.sql)
+            one = (ids[0], tokens[0], worker, *per_type, *fallback)
+            rows = await self.pool.fetch(Q["flip_running_one"], *one)
+        else:
+            many = (list(ids), list(tokens), worker, *per_type, *fallback)
+            rows = await self.pool.fetch(Q["flip_running"], *many)
         return [_leased(r) for r in rows]
 
     @translated

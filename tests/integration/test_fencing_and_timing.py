@@ -72,8 +72,8 @@ async def test_unknown_commit_outcome_is_retried_idempotently(
     assert len(await store.attempts(uuid.UUID(tid))) == 1
 
 
-async def test_completion_uses_the_primary_key(store: TaskStore) -> None:
-    """shared/PERF.md item 1: the fenced update must not be served by the partial index."""
+async def test_completion_and_flips_use_the_primary_key(store: TaskStore) -> None:
+    """shared/PERF.md item 1: the fenced updates must not be served by the partial index."""
     from taskd.store.tasks import Q
 
     # A 100,000-task table, mostly finished, a few running: the shape that misled the planner.
@@ -98,6 +98,16 @@ async def test_completion_uses_the_primary_key(store: TaskStore) -> None:
     )
     text = "\n".join(r[0] for r in plan)
     assert "tasks_pkey" in text and "tasks_live" not in text, text
+    # The RUNNING flips, batch and single-row, the same way.
+    defaults = (["x"], [3], [60.0], 3, 60.0)
+    ids = [str(uuid.uuid4()) for _ in range(100)]
+    for name, args in (
+        ("flip_running", (ids, ["tok"] * 100, "w", *defaults)),
+        ("flip_running_one", (ids[0], "tok", "w", *defaults)),
+    ):
+        plan = await store.pool.fetch("EXPLAIN " + Q[name], *args)
+        text = "\n".join(r[0] for r in plan)
+        assert "tasks_pkey" in text and "tasks_live" not in text, (name, text)
 
 
 async def test_priority_order_with_one_slot(
