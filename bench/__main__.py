@@ -5,8 +5,9 @@ procrastinate, and taskd's ratio to each.
     python -m bench [--tasks 20000] [--backlog 10000,100000,1000000] [--peers] [--quick]
 
 Processing (bench/throughput.py), submit (bench/submit.py, needs ``wrk``), latency
-(bench/latency.py) and the backlog series run one after the other on the local Postgres and
-Redis; nothing else should be using the machine meanwhile.
+(bench/latency.py), its floor (bench/floor.py: the same hops with nothing else) and the backlog
+series run one after the other on the local Postgres and Redis; nothing else should be using
+the machine meanwhile.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import latency, submit
+from bench import floor, latency, submit
 from bench.throughput import Processing, print_processing, run_processing
 
 
@@ -68,7 +69,7 @@ def processing_runs(tasks: int, backlog: list[int]) -> tuple[list[Processing], l
 
 
 def figures(
-    proc: list[Processing], sub: dict[str, Any] | None, lat: dict[str, Any]
+    proc: list[Processing], sub: dict[str, Any] | None, lat: dict[str, Any], bare: dict[str, Any]
 ) -> list[Figure]:
     one, two = proc
     out = [
@@ -90,6 +91,13 @@ def figures(
     out += [
         Figure(f"latency submit -> start p50 at {lat['rate']:g}/s", p50, "ms", "<= 2", p50 <= 2),
         Figure(f"latency submit -> start p99 at {lat['rate']:g}/s", p99, "ms", "<= 10", p99 <= 10),
+        Figure(
+            "  the same hops bare (bench/floor.py), p50",
+            bare["submit_to_start"]["p50_ms"],
+            "ms",
+            "",
+            None,
+        ),
         Figure("worker CPU per 1,000 tasks", one.worker_cpu_per_1k, "s", "", None),
         Figure("Postgres CPU per 1,000 tasks", one.pg_cpu_per_1k, "s", "", None),
         Figure("Redis CPU per 1,000 tasks", one.redis_cpu_per_1k, "s", "", None),
@@ -137,10 +145,12 @@ def main() -> None:
         print(f"\nsubmit: skipped. {submit.WRK_MISSING}")
     lat = latency.measure()
     latency.print_table(lat)
+    bare = floor.measure()
+    floor.print_floor(bare)
     if series:
         print("\nbacklog series: all of N queued tasks processed by 1 worker")
         print_processing(series)
-    rows = figures(proc, sub, lat)
+    rows = figures(proc, sub, lat, bare)
     if a.peers:
         from bench.peers import run_peers
 

@@ -21,3 +21,13 @@ async def test_latency_bench_sees_every_task_start() -> None:
     assert figures["tasks"] == 50
     start = figures["submit_to_start"]
     assert 0 < start["p50_ms"] <= start["p99_ms"] <= start["max_ms"]
+
+
+async def test_floor_bench_sees_every_task_start() -> None:
+    from bench import floor
+
+    figures = await floor.measure_async(rate=50, seconds=1.0, warmup=0.2)
+    assert figures["non_201"] == 0
+    assert figures["tasks"] == 50
+    start = figures["submit_to_start"]
+    assert 0 < start["p50_ms"] <= start["p99_ms"] <= start["max_ms"]
