@@ -30,7 +30,7 @@ import uvloop
 from aiohttp import web
 
 from bench.common import REDIS_URL, ROOT, free_port, scratch_database
-from bench.latency import Client, open_loop, percentiles, print_table, started_lags
+from bench.latency import Client, open_loop, print_table, started_lags, summary
 from bench.submit import Api, wait_ready
 
 TABLE = "CREATE TABLE floor_tasks (id uuid PRIMARY KEY, payload jsonb NOT NULL, status text)"
@@ -111,15 +111,7 @@ async def measure_async(rate: float, seconds: float, warmup: float = 1.0) -> dic
                 started = await started_lags(key, len(answered))
             finally:
                 await client.close()
-    return {
-        "rate": rate,
-        "seconds": seconds,
-        "tasks": len(answered),
-        "non_201": sum(c != 201 for c in codes),
-        "submit_to_start": percentiles(list(started.values())),
-        "submit_to_201": percentiles(list(answered.values())),
-        "other_cores": 0.0,
-    }
+    return summary(rate, seconds, answered, codes, started, 0.0)
 
 
 def measure(rate: float = 200.0, seconds: float = 10.0) -> dict[str, Any]:

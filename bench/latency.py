@@ -178,6 +178,19 @@ async def measure_async(
             finally:
                 await client.close()
                 await drop_queue_keys(queue)
+    cores = other_cores(before[1], after[1], after[0] - before[0])
+    return summary(rate, seconds, answered, codes, started, cores)
+
+
+def summary(
+    rate: float,
+    seconds: float,
+    answered: dict[int, float],
+    codes: list[int],
+    started: dict[int, float],
+    cores: float,
+) -> dict[str, Any]:
+    """One measurement's figures: send -> start and send -> 201 percentiles and counts."""
     return {
         "rate": rate,
         "seconds": seconds,
@@ -185,7 +198,7 @@ async def measure_async(
         "non_201": sum(c != 201 for c in codes),
         "submit_to_start": percentiles(list(started.values())),
         "submit_to_201": percentiles(list(answered.values())),
-        "other_cores": other_cores(before[1], after[1], after[0] - before[0]),
+        "other_cores": cores,
     }
 
 
