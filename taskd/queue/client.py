@@ -102,6 +102,10 @@ class HandOff:
     token: str
     priority: int
 
+    def release(self) -> Requeue:
+        """Give the task back unstarted, due now, in its place by priority."""
+        return Requeue(self.id, self.token, self.priority, 0)
+
 
 @dataclass(frozen=True, slots=True)
 class Leased:

@@ -309,7 +309,7 @@ class Worker:
         if self.slots.try_take(1) == 1:
             await self._start_leased(queue, [handed.id], [handed.token])
             return
-        await self.queue.retry(queue, [Requeue(handed.id, handed.token, handed.priority, 0)])
+        await self.queue.retry(queue, [handed.release()])
 
     async def _parent_results(self, tasks: list[LeasedTask]) -> dict[str, dict[str, Any]]:
         """``ctx.parent_results`` of the tasks that have parents (one query for the batch)."""
@@ -338,9 +338,8 @@ class Worker:
             wait.cancel()
         handed = await _outcome(wait)
         if handed is not None:
-            items = [Requeue(handed.id, handed.token, handed.priority, 0)]
             with contextlib.suppress(DependencyUnavailable):
-                await self.queue.retry(waiter.queue, items)
+                await self.queue.retry(waiter.queue, [handed.release()])
         return None, not retired
 
     async def _retire(self, waiter: Waiter) -> bool:

@@ -87,6 +87,29 @@ async def test_a_hand_off_after_the_wait_is_adopted_by_the_next_lease(
     assert await queue.client.exists(waiter.inbox) == 0
 
 
+async def test_a_stale_hand_off_whose_lease_moved_on_is_not_adopted(
+    queue: RedisQueue, queue_name: str
+) -> None:
+    """The unread entry's lease expired and the task was leased anew (lease keys overwrite):
+    the next lease call drops the entry instead of taking the task from its new holder."""
+    k = QueueKeys(queue_name)
+    waiter = await register(queue, queue_name, "w:1")
+    a, b = ids(2)
+    await queue.enqueue(queue_name, [Enqueue(a, 0, 0)])
+    await queue.client.set(k.lease(a), "other:1")  # reaped, re-queued, leased by another
+    leased = await queue.lease(queue_name, 10, "w:2", LEASE_MS, idle_ms=10_000, retire=waiter)
+    assert leased.ids == []
+    assert await queue.client.get(k.lease(a)) == "other:1"
+    assert await queue.client.exists(waiter.inbox) == 0
+    # And a stopping worker's retire leaves it alone the same way.
+    assert leased.waiter is not None
+    await queue.enqueue(queue_name, [Enqueue(b, 0, 0)])
+    await queue.client.set(k.lease(b), "other:2")
+    assert await queue.retire(leased.waiter) is False
+    assert await queue.client.get(k.lease(b)) == "other:2"
+    assert await queue.tracked(queue_name, b) == "active"
+
+
 async def test_a_lease_that_takes_some_hands_the_rest_to_waiters(
     queue: RedisQueue, queue_name: str
 ) -> None:

@@ -13,6 +13,30 @@
   first (retire.lua), and its next lease call adopts an entry that arrived after it stopped
   waiting (lease.lua). An empty entry is a plain wake-up: a new earliest due time.
 ]]
+-- A registration's lease duration and the token a task handed to it is leased under.
+local function registration(member)
+  local lease_ms, prefix = string.match(member, '^(%d+)/(.+)$')
+  return tonumber(lease_ms), prefix .. ':1'
+end
+
+-- End a registration and empty its inbox. Returns the id and ready score of a hand-off left
+-- unread there whose lease is still the waiter's (not reaped and leased anew since), or nil.
+local function end_registration(idle, inbox_prefix, lease_prefix, member)
+  redis.call('ZREM', idle, member)
+  local inbox = inbox_prefix .. member
+  local entry = redis.call('LPOP', inbox)
+  redis.call('DEL', inbox)
+  if not entry or entry == '' then
+    return nil
+  end
+  local id, score = string.match(entry, '^(%S+) (%S+)$')
+  local _, token = registration(member)
+  if redis.call('GET', lease_prefix .. id) ~= token then
+    return nil
+  end
+  return id, score
+end
+
 local function live_waiters(idle, now)
   redis.call('ZREMRANGEBYSCORE', idle, '-inf', now)
   return redis.call('ZCARD', idle)
@@ -28,9 +52,8 @@ local function hand_off(ready, active, idle, lease_prefix, inbox_prefix, now)
     end
     local waiter = redis.call('ZPOPMAX', idle)[1]
     waiters = waiters - 1
-    local lease_ms, prefix = string.match(waiter, '^(%d+)/(.+)$')
-    lease_ms = tonumber(lease_ms)
-    redis.call('SET', lease_prefix .. top[1], prefix .. ':1', 'PX', lease_ms + 300000)
+    local lease_ms, token = registration(waiter)
+    redis.call('SET', lease_prefix .. top[1], token, 'PX', lease_ms + 300000)
     redis.call('ZADD', active, now + lease_ms, top[1])
     local inbox = inbox_prefix .. waiter
     redis.call('RPUSH', inbox, top[1] .. ' ' .. top[2])

@@ -11,7 +11,7 @@
   When nothing is leased and idle_ms > 0, the caller is registered as an idle waiter
   (_handoff.lua) until now + idle_ms; it passes that registration back as `retire` on its next
   call, which ends it and adopts a hand-off that reached the inbox after the caller stopped
-  waiting (re-leased under this call's first token).
+  waiting (re-leased under this call's first token) if its lease is still the waiter's.
 
   KEYS[1] ready    ZSET (see enqueue.lua for the scores)
   KEYS[2] delayed  ZSET
@@ -47,12 +47,9 @@ local function take(id)
 end
 
 if retire ~= '' then
-  redis.call('ZREM', idle, retire)
-  local inbox = inbox_prefix .. retire
-  local entry = redis.call('LPOP', inbox)
-  redis.call('DEL', inbox)
-  if entry and entry ~= '' then
-    take(string.match(entry, '^(%S+)'))
+  local adopted = end_registration(idle, inbox_prefix, lease_prefix, retire)
+  if adopted then
+    take(adopted)
   end
 end
 

@@ -18,22 +18,16 @@ local ready, active, idle = KEYS[1], KEYS[2], KEYS[3]
 local lease_prefix, inbox_prefix, member = ARGV[1], ARGV[2], ARGV[3]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREM', idle, member)
-local inbox = inbox_prefix .. member
-local entry = redis.call('LPOP', inbox)
-redis.call('DEL', inbox)
+local id, score = end_registration(idle, inbox_prefix, lease_prefix, member)
 local put_back = 0
-if entry and entry ~= '' then
-  local id, score = string.match(entry, '^(%S+) (%S+)$')
-  local token = string.match(member, '^%d+/(.+)$') .. ':1'
-  if redis.call('GET', lease_prefix .. id) == token then
-    redis.call('DEL', lease_prefix .. id)
-    redis.call('ZREM', active, id)
-    redis.call('ZADD', ready, score, id)
-    hand_off(ready, active, idle, lease_prefix, inbox_prefix, now)
-    put_back = 1
-  end
+if id then
+  redis.call('DEL', lease_prefix .. id)
+  redis.call('ZREM', active, id)
+  redis.call('ZADD', ready, score, id)
+  hand_off(ready, active, idle, lease_prefix, inbox_prefix, now)
+  put_back = 1
 end
+local inbox = inbox_prefix .. member
 redis.call('RPUSH', inbox, '')
 redis.call('PEXPIRE', inbox, 10000)
 return put_back
